@@ -1,0 +1,207 @@
+"""The LLM family: one small abstract backend, and the cached, validating client every stage uses.
+
+A backend only turns a batch of :class:`Request` into :class:`Completion` (constrained by a JSON
+schema where it can). :class:`LLM` adds what every backend needs the same way: the store-backed
+cache (a rerun costs nothing), structured output validated against a pydantic model with retries,
+and counters (calls, cache hits, tokens, failures) for the run log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    from copersona.store.sqlite import Store
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation: chat messages and decoding parameters; ``json_schema`` constrains the output."""
+
+    messages: tuple[tuple[str, str], ...]
+    temperature: float = 0.8
+    max_tokens: int = 256
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+    json_schema: str | None = None  # JSON text, so the request stays hashable
+
+    @classmethod
+    def chat(cls, messages: list[Message], **params) -> "Request":
+        schema = params.pop("json_schema", None)
+        if isinstance(schema, dict):
+            schema = json.dumps(schema, sort_keys=True)
+        return cls(messages=tuple((m["role"], m["content"]) for m in messages), json_schema=schema,
+                   stop=tuple(params.pop("stop", ())), **params)
+
+    def message_dicts(self) -> list[Message]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+    def schema_dict(self) -> dict | None:
+        return json.loads(self.json_schema) if self.json_schema else None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    cached: bool = False
+
+
+class LLMBackend(ABC):
+    """What a model server or runtime must provide."""
+
+    #: Identifies the model and backend in cache keys and reports, e.g. ``llamacpp:SmolLM2-135M...``.
+    model_id: str
+    #: The model's context window in tokens.
+    context_window: int
+
+    @abstractmethod
+    def complete(self, requests: list[Request]) -> list[Completion]:
+        """Generate one completion per request, in order."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` under the model's own tokenizer."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release model memory or connections."""
+
+
+@dataclass
+class Structured(Generic[T]):
+    """A validated object, or the failure that remained after every attempt."""
+
+    value: T | None
+    raw: str
+    attempts: int
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.value is not None
+
+
+@dataclass
+class LLMStats:
+    calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    structured_failures: int = 0
+    structured_retries: int = 0
+    failure_samples: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
+
+
+def extract_json(text: str) -> object:
+    """Parse the JSON object in a model's answer, tolerating code fences and text around it."""
+    stripped = _FENCE.sub("", text.strip())
+    try:
+        return json.loads(stripped)
+    except json.JSONDecodeError:
+        start, end = stripped.find("{"), stripped.rfind("}")
+        if start == -1 or end <= start:
+            raise
+        return json.loads(stripped[start : end + 1])
+
+
+class LLM:
+    """A backend with a cache in the store, structured output and counters."""
+
+    def __init__(self, backend: LLMBackend, cache: "Store | None" = None):
+        self.backend = backend
+        self.cache = cache
+        self.stats = LLMStats()
+
+    @property
+    def model_id(self) -> str:
+        return self.backend.model_id
+
+    def cache_key(self, request: Request) -> str:
+        payload = json.dumps({"model": self.backend.model_id, **request.to_dict()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        """Completions for ``requests``; cached ones are read back, the rest go to the backend in one batch."""
+        results: list[Completion | None] = [None] * len(requests)
+        missing = []
+        for i, request in enumerate(requests):
+            hit = self.cache.cache_get(self.cache_key(request)) if self.cache is not None else None
+            if hit is not None:
+                results[i] = Completion(**hit, cached=True)
+                self.stats.cache_hits += 1
+            else:
+                missing.append(i)
+        if missing:
+            started = time.perf_counter()
+            fresh = self.backend.complete([requests[i] for i in missing])
+            elapsed = time.perf_counter() - started
+            for i, completion in zip(missing, fresh):
+                completion.seconds = completion.seconds or elapsed / len(missing)
+                results[i] = completion
+                self.stats.calls += 1
+                self.stats.prompt_tokens += completion.prompt_tokens
+                self.stats.completion_tokens += completion.completion_tokens
+                self.stats.seconds += completion.seconds
+                if self.cache is not None:
+                    self.cache.cache_put(
+                        self.cache_key(requests[i]), self.backend.model_id, requests[i].to_dict(), completion.text,
+                        completion.prompt_tokens, completion.completion_tokens, completion.seconds,
+                    )
+        return results  # type: ignore[return-value]
+
+    def generate_structured(
+        self,
+        messages: list[Message],
+        model: type[T],
+        *,
+        temperature: float = 0.2,
+        max_tokens: int = 1024,
+        retries: int = 2,
+        seed: int = 0,
+        json_schema: dict | None = None,
+    ) -> Structured[T]:
+        """An object of ``model`` parsed from the answer; each retry samples with a new seed.
+
+        ``json_schema`` (default: the model's own) is passed to the backend for constrained
+        decoding; validation always uses the pydantic model, so a backend without constraints
+        works too. Failures are returned, never raised: the caller records its fallback.
+        """
+        schema = json_schema or model.model_json_schema()
+        raw, error = "", ""
+        for attempt in range(retries + 1):
+            request = Request.chat(messages, temperature=temperature, max_tokens=max_tokens,
+                                   seed=seed + attempt, json_schema=schema)
+            raw = self.generate([request])[0].text
+            try:
+                return Structured(value=model.model_validate(extract_json(raw)), raw=raw, attempts=attempt + 1)
+            except (json.JSONDecodeError, ValidationError, ValueError) as err:
+                error = f"{type(err).__name__}: {str(err)[:300]}"
+                if attempt < retries:
+                    self.stats.structured_retries += 1
+        self.stats.structured_failures += 1
+        if len(self.stats.failure_samples) < 5:
+            self.stats.failure_samples.append(error)
+        return Structured(value=None, raw=raw, attempts=retries + 1, error=error)

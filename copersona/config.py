@@ -1,0 +1,152 @@
+"""Configuration: one dataclass per stage, defaults from the paper (App. A Table 7, App. C).
+
+Each field carries ``help`` metadata (the CLI and ``copersona config --show`` print it). A config
+file is TOML or JSON with one table per section, e.g.::
+
+    [data]
+    min_reviews_per_user = 5
+    [graph]
+    top_k = 5
+
+Unknown sections or keys are an error, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class DataConfig:
+    """Filtering, pruning and splitting (App. A). Defaults: Table 7's 'Music' column."""
+
+    min_review_length: int = _help("Minimum review text length in characters; 0 keeps all.", default=90)
+    min_description_length: int = _help(
+        "Minimum item description length in characters; 0 keeps all. Items of sources that carry "
+        "no description (Amazon 2014 metadata has titles only) are judged by their title.",
+        default=0,
+    )
+    min_users_per_item: int = _help("Iterative pruning: minimum reviewers per item.", default=3)
+    min_reviews_per_user: int = _help("Iterative pruning: minimum reviews per user.", default=5)
+    holdout_k: int = _help("Most recent reviews held out as targets (at most half the history).", default=3)
+    min_profile_size: int = _help("Users with fewer profile reviews than this are dropped.", default=4)
+    max_users: int | None = _help("Keep at most this many users (first by id), after filtering.", default=None)
+
+
+@dataclass
+class FacetConfig:
+    """Facet schema induction (Sec. 3.1, App. C)."""
+
+    num_facets: int = _help("Facets in the schema, M (3-6).", default=5)
+    num_clusters: int = _help("KMeans clusters of user profiles, K.", default=8)
+    profile_reviews: int = _help("Recent reviews concatenated into a user's profile text, R.", default=8)
+    profile_max_chars: int = _help("Profile text is truncated to this many characters.", default=4000)
+    top_terms: int = _help("TF-IDF terms per cluster in its evidence package.", default=12)
+    medoids_per_cluster: int = _help("Representative (medoid) users per cluster.", default=3)
+    excerpt_chars: int = _help("Characters per representative excerpt.", default=240)
+    schema_file: str | None = _help("Use this facet schema (JSON) instead of inducing one.", default=None)
+    seed: int = _help("Random seed for clustering.", default=0)
+
+
+@dataclass
+class SummaryConfig:
+    """Per-user, per-facet summaries, quotes and reliability (Sec. 3.1)."""
+
+    summarizer: str = _help(
+        "'extractive' (no generator: the user's own most facet-related sentences, reliability from "
+        "the evidence) or 'abstractive' (the LLM writes summary, quotes and label, as the paper).",
+        default="extractive",
+    )
+    summary_reviews: int = _help("Recent reviews given to the summarizer per user.", default=6)
+    users_per_call: int = _help("Abstractive: users batched into one LLM call.", default=8)
+    max_quotes: int = _help("Supporting quotes per user and facet.", default=2)
+    quote_max_chars: int = _help("Longest quote kept, in characters.", default=200)
+    summary_sentences: int = _help("Extractive: sentences that form the facet summary.", default=3)
+    placeholder: str = _help(
+        "Facet text for facets with reliability none or weak.",
+        default="No explicit profile information provided.",
+    )
+    temperature: float = _help("Abstractive: sampling temperature.", default=0.2)
+    max_tokens: int = _help("Abstractive: token budget of one call's answer.", default=2048)
+    retries: int = _help("Abstractive: new tries when an answer fails validation.", default=2)
+
+
+@dataclass
+class GraphConfig:
+    """Multiplex persona graph (Sec. 3.2, App. C)."""
+
+    top_k: int = _help("Neighbours kept per user and facet.", default=5)
+    min_similarity: float = _help("Edges need at least this cosine similarity.", default=0.35)
+    reliability_weights: list[float] = _help(
+        "omega(r) for r = none, weak, moderate, strong; multiplies both ends' similarity.",
+        default_factory=lambda: [0.05, 0.25, 0.60, 0.95],
+    )
+    exact_max_users: int = _help("Exact search up to this many users; a faiss HNSW index above.", default=20000)
+    candidate_factor: int = _help("Approximate search: candidates fetched per neighbour kept.", default=4)
+
+
+@dataclass
+class BuildConfig:
+    """Everything the offline build needs."""
+
+    llm: str = _help("LLM spec: 'smollm2', 'llamacpp:PATH.gguf', 'openai:MODEL@URL', 'hf:PATH'.", default="smollm2")
+    embedder: str = _help("Embedder spec: 'minilm' or 'st:NAME_OR_PATH'.", default="minilm")
+    data: DataConfig = field(default_factory=DataConfig)
+    facets: FacetConfig = field(default_factory=FacetConfig)
+    summary: SummaryConfig = field(default_factory=SummaryConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "BuildConfig":
+        return _from_dict(cls, raw, "config")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BuildConfig":
+        path = Path(path)
+        text = path.read_text(encoding="utf-8")
+        try:
+            raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+            raise ValueError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {err}") from err
+        return cls.from_dict(raw)
+
+
+def _from_dict(cls: type, raw: dict, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a table, got {type(raw).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    values = {}
+    for name, value in raw.items():
+        default = getattr(cls(), name)
+        if hasattr(default, "__dataclass_fields__"):
+            values[name] = _from_dict(type(default), value, f"{where}.{name}")
+        else:
+            values[name] = value
+    return cls(**values)
+
+
+def describe(cls: type = BuildConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted name, default, help) for every field, for documentation and the CLI."""
+    rows = []
+    instance = cls()
+    for f in fields(cls):
+        value = getattr(instance, f.name)
+        if hasattr(value, "__dataclass_fields__"):
+            rows.extend(describe(type(value), f"{prefix}{f.name}."))
+        else:
+            rows.append((f"{prefix}{f.name}", value, f.metadata.get("help", "")))
+    return rows

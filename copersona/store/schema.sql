@@ -1,0 +1,77 @@
+-- CoPersona store, schema version 1. One file holds every stage's records.
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL                 -- JSON
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id   INTEGER PRIMARY KEY AUTOINCREMENT,
+    stage    TEXT NOT NULL,
+    started  REAL NOT NULL,
+    finished REAL,
+    status   TEXT NOT NULL,             -- running | done | failed
+    details  TEXT NOT NULL DEFAULT '{}' -- JSON: counts, timings, config
+);
+CREATE TABLE IF NOT EXISTS load_reports (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    source TEXT NOT NULL,
+    report TEXT NOT NULL                -- JSON LoadReport
+);
+CREATE TABLE IF NOT EXISTS interactions (
+    user_id          TEXT NOT NULL,
+    item_id          TEXT NOT NULL,
+    timestamp        INTEGER NOT NULL,
+    rating           REAL,
+    review_title     TEXT NOT NULL,
+    text             TEXT NOT NULL,
+    item_title       TEXT NOT NULL,
+    item_description TEXT NOT NULL,
+    item_category    TEXT NOT NULL,
+    heldout_rank     INTEGER,           -- NULL: profile; 0: test target; 1: validation; 2+: train
+    PRIMARY KEY (user_id, item_id)
+);
+CREATE INDEX IF NOT EXISTS interactions_by_user ON interactions(user_id, timestamp);
+CREATE TABLE IF NOT EXISTS facets (
+    position INTEGER PRIMARY KEY,
+    key      TEXT NOT NULL UNIQUE,
+    facet    TEXT NOT NULL              -- JSON Facet
+);
+CREATE TABLE IF NOT EXISTS clusters (
+    cluster_id INTEGER PRIMARY KEY,
+    evidence   TEXT NOT NULL            -- JSON ClusterEvidence
+);
+CREATE TABLE IF NOT EXISTS profile_vectors (
+    user_id TEXT PRIMARY KEY,
+    vector  BLOB NOT NULL               -- float32, L2-normalized profile embedding
+);
+CREATE TABLE IF NOT EXISTS facet_states (
+    user_id        TEXT NOT NULL,
+    facet_key      TEXT NOT NULL,
+    summary        TEXT NOT NULL,
+    quotes         TEXT NOT NULL,       -- JSON list
+    reliability    TEXT NOT NULL CHECK (reliability IN ('none', 'weak', 'moderate', 'strong')),
+    method         TEXT NOT NULL,
+    fallback       TEXT NOT NULL,
+    dropped_quotes INTEGER NOT NULL,
+    vector         BLOB NOT NULL,       -- float32, L2-normalized embedding of the facet text
+    PRIMARY KEY (user_id, facet_key)
+);
+CREATE TABLE IF NOT EXISTS edges (
+    facet_key  TEXT NOT NULL,
+    source     TEXT NOT NULL,
+    target     TEXT NOT NULL,
+    similarity REAL NOT NULL,
+    weight     REAL NOT NULL,
+    rank       INTEGER NOT NULL,
+    PRIMARY KEY (facet_key, source, target)
+);
+CREATE INDEX IF NOT EXISTS edges_by_source ON edges(source, facet_key, rank);
+CREATE TABLE IF NOT EXISTS llm_cache (
+    key               TEXT PRIMARY KEY, -- sha256 of model, messages, parameters and schema
+    model             TEXT NOT NULL,
+    request           TEXT NOT NULL,    -- JSON
+    response          TEXT NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    seconds           REAL NOT NULL,
+    created           REAL NOT NULL
+);

@@ -1,0 +1,385 @@
+"""The SQLite store: one file, schema-versioned, typed reads and writes, transactional.
+
+Many readers, one writer: the database runs in WAL mode, and every write goes through
+:meth:`Store.transaction`, which takes the write lock up front (``BEGIN IMMEDIATE``) so a stage
+killed half-way leaves either all or none of a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from copersona.data.records import Example, Interaction, LoadReport, User
+from copersona.data.split import examples_for_user, heldout_ranks
+from copersona.facets.records import ClusterEvidence, Facet, FacetSchema, FacetSummary
+from copersona.graph.records import Edge, Neighbour
+
+SCHEMA_VERSION = 1
+
+_INTERACTION_COLUMNS = (
+    "user_id", "item_id", "timestamp", "rating", "review_title", "text",
+    "item_title", "item_description", "item_category",
+)
+
+
+class StoreError(RuntimeError):
+    """The store file is not a CoPersona store, is newer than this code, or lacks a stage's output."""
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+def _matrix(blobs: list[bytes]) -> np.ndarray:
+    if not blobs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.vstack([np.frombuffer(b, dtype=np.float32) for b in blobs])
+
+
+class Store:
+    """Typed access to a CoPersona store file."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False):
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise StoreError(f"{self.path}: no such store")
+        uri = f"file:{self.path}?mode=ro" if read_only else str(self.path)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(uri, uri=read_only, isolation_level=None, timeout=30.0)
+        self._db.execute("PRAGMA foreign_keys = ON")
+        if not read_only:
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._migrate()
+        else:
+            self._check_version()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_version(self) -> int:
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path}: not a CoPersona store ({err})") from err
+        version = json.loads(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema {version} is newer than this code ({SCHEMA_VERSION})")
+        return version
+
+    def _migrate(self) -> None:
+        try:
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path}: not a SQLite database ({err})") from err
+        version = self._check_version() if "meta" in tables else 0
+        if version < SCHEMA_VERSION:
+            script = resources.files("copersona.store").joinpath("schema.sql").read_text()
+            with self.transaction():
+                for statement in script.split(";\n"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._set_meta("schema_version", SCHEMA_VERSION)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All writes inside commit together or not at all."""
+        if self._db.in_transaction:  # nested: the outer transaction decides
+            yield self._db
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- meta and run log -----------------------------------------------------------------
+    def _set_meta(self, key: str, value: Any) -> None:
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value)),
+        )
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.transaction():
+            self._set_meta(key, value)
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def start_run(self, stage: str, details: dict | None = None) -> int:
+        with self.transaction():
+            cur = self._db.execute(
+                "INSERT INTO runs(stage, started, status, details) VALUES (?, ?, 'running', ?)",
+                (stage, time.time(), json.dumps(details or {})),
+            )
+        return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, status: str, details: dict) -> None:
+        with self.transaction():
+            self._db.execute(
+                "UPDATE runs SET finished = ?, status = ?, details = ? WHERE run_id = ?",
+                (time.time(), status, json.dumps(details), run_id),
+            )
+
+    def runs(self, stage: str | None = None) -> list[dict]:
+        query = "SELECT run_id, stage, started, finished, status, details FROM runs"
+        rows = self._db.execute(query + (" WHERE stage = ?" if stage else "") + " ORDER BY run_id", (stage,) if stage else ())
+        return [
+            {"run_id": r[0], "stage": r[1], "started": r[2], "finished": r[3], "status": r[4], "details": json.loads(r[5])}
+            for r in rows
+        ]
+
+    def add_load_report(self, run_id: int, report: LoadReport) -> None:
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO load_reports(run_id, source, report) VALUES (?, ?, ?)",
+                (run_id, report.source, json.dumps(report.to_dict())),
+            )
+
+    def load_reports(self) -> list[dict]:
+        return [json.loads(r[0]) for r in self._db.execute("SELECT report FROM load_reports ORDER BY rowid")]
+
+    # -- users and interactions -----------------------------------------------------------
+    def write_users(self, users: Iterable[User], holdout_k: int) -> int:
+        """Store users' histories, marking the held-out targets by rank (0 = most recent)."""
+        count = 0
+        with self.transaction():
+            for user in users:
+                ranks = heldout_ranks(len(user.interactions), holdout_k)
+                self._db.executemany(
+                    f"INSERT OR REPLACE INTO interactions({', '.join(_INTERACTION_COLUMNS)}, heldout_rank) "
+                    f"VALUES ({', '.join('?' * (len(_INTERACTION_COLUMNS) + 1))})",
+                    [
+                        (*(getattr(i, c) for c in _INTERACTION_COLUMNS), rank)
+                        for i, rank in zip(user.interactions, ranks)
+                    ],
+                )
+                count += 1
+        return count
+
+    def user_ids(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT DISTINCT user_id FROM interactions ORDER BY user_id")]
+
+    def _rows_to_interactions(self, rows: Iterable[tuple]) -> list[Interaction]:
+        return [Interaction(**dict(zip(_INTERACTION_COLUMNS, row))) for row in rows]
+
+    def history(self, user_id: str) -> tuple[list[Interaction], list[int | None]]:
+        """A user's whole chronology and each interaction's held-out rank (None for profile)."""
+        rows = self._db.execute(
+            f"SELECT {', '.join(_INTERACTION_COLUMNS)}, heldout_rank FROM interactions "
+            "WHERE user_id = ? ORDER BY timestamp, item_id",
+            (user_id,),
+        ).fetchall()
+        return self._rows_to_interactions(r[:-1] for r in rows), [r[-1] for r in rows]
+
+    def profiles(self, user_ids: Iterable[str] | None = None) -> dict[str, list[Interaction]]:
+        """Each user's profile: the interactions before the held-out block, oldest first.
+
+        Everything persona-related (facets, graph) is built from profiles only, so no held-out
+        target leaks into a user's or a peer's persona.
+        """
+        rows = self._db.execute(
+            f"SELECT {', '.join(_INTERACTION_COLUMNS)} FROM interactions WHERE heldout_rank IS NULL "
+            "ORDER BY user_id, timestamp, item_id"
+        )
+        wanted = set(user_ids) if user_ids is not None else None
+        grouped: dict[str, list[Interaction]] = defaultdict(list)
+        for interaction in self._rows_to_interactions(rows):
+            if wanted is None or interaction.user_id in wanted:
+                grouped[interaction.user_id].append(interaction)
+        return dict(grouped)
+
+    def examples(self, split: str | None = None) -> list[Example]:
+        """Examples of Appendix A's protocol, rebuilt from the stored held-out ranks."""
+        out = []
+        for user_id in self.user_ids():
+            history, ranks = self.history(user_id)
+            out.extend(e for e in examples_for_user(user_id, history, ranks) if split is None or e.split == split)
+        return out
+
+    # -- facet schema and clusters --------------------------------------------------------
+    def write_schema(self, schema: FacetSchema) -> None:
+        with self.transaction():
+            self._db.execute("DELETE FROM facets")
+            self._db.executemany(
+                "INSERT INTO facets(position, key, facet) VALUES (?, ?, ?)",
+                [(i, f.key, f.model_dump_json()) for i, f in enumerate(schema.facets)],
+            )
+            self._set_meta("schema_source", schema.source)
+            self._set_meta("schema_note", schema.note)
+
+    def schema(self) -> FacetSchema | None:
+        rows = self._db.execute("SELECT facet FROM facets ORDER BY position").fetchall()
+        if not rows:
+            return None
+        return FacetSchema(
+            facets=[Facet.model_validate_json(r[0]) for r in rows],
+            source=self.get_meta("schema_source"),
+            note=self.get_meta("schema_note", ""),
+        )
+
+    def write_clusters(self, clusters: list[ClusterEvidence]) -> None:
+        with self.transaction():
+            self._db.execute("DELETE FROM clusters")
+            self._db.executemany(
+                "INSERT INTO clusters(cluster_id, evidence) VALUES (?, ?)",
+                [(c.cluster_id, c.model_dump_json()) for c in clusters],
+            )
+
+    def clusters(self) -> list[ClusterEvidence]:
+        rows = self._db.execute("SELECT evidence FROM clusters ORDER BY cluster_id")
+        return [ClusterEvidence.model_validate_json(r[0]) for r in rows]
+
+    # -- vectors ----------------------------------------------------------------------------
+    def write_profile_vectors(self, user_ids: list[str], vectors: np.ndarray) -> None:
+        with self.transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO profile_vectors(user_id, vector) VALUES (?, ?)",
+                [(u, _blob(v)) for u, v in zip(user_ids, vectors)],
+            )
+
+    def profile_vectors(self) -> tuple[list[str], np.ndarray]:
+        rows = self._db.execute("SELECT user_id, vector FROM profile_vectors ORDER BY user_id").fetchall()
+        return [r[0] for r in rows], _matrix([r[1] for r in rows])
+
+    # -- facet states ---------------------------------------------------------------------
+    def write_facet_states(self, states: list[tuple[FacetSummary, np.ndarray]]) -> None:
+        """Write users' facet states in one transaction (callers pass whole users)."""
+        with self.transaction():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO facet_states(user_id, facet_key, summary, quotes, reliability, method, "
+                "fallback, dropped_quotes, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (s.user_id, s.facet_key, s.summary, json.dumps(s.quotes), s.reliability, s.method,
+                     s.fallback, s.dropped_quotes, _blob(v))
+                    for s, v in states
+                ],
+            )
+
+    def users_with_states(self, facet_keys: list[str]) -> set[str]:
+        """Users that have a state for every one of ``facet_keys`` (finished by the summary stage)."""
+        if not facet_keys:
+            return set()
+        marks = ", ".join("?" * len(facet_keys))
+        rows = self._db.execute(
+            f"SELECT user_id FROM facet_states WHERE facet_key IN ({marks}) GROUP BY user_id HAVING COUNT(*) = ?",
+            (*facet_keys, len(facet_keys)),
+        )
+        return {r[0] for r in rows}
+
+    def facet_states(self, user_id: str | None = None, facet_key: str | None = None) -> list[FacetSummary]:
+        where, args = [], []
+        if user_id is not None:
+            where.append("user_id = ?")
+            args.append(user_id)
+        if facet_key is not None:
+            where.append("facet_key = ?")
+            args.append(facet_key)
+        rows = self._db.execute(
+            "SELECT user_id, facet_key, summary, quotes, reliability, method, fallback, dropped_quotes "
+            "FROM facet_states" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY user_id, facet_key",
+            args,
+        )
+        return [
+            FacetSummary(user_id=r[0], facet_key=r[1], summary=r[2], quotes=json.loads(r[3]), reliability=r[4],
+                         method=r[5], fallback=r[6], dropped_quotes=r[7])
+            for r in rows
+        ]
+
+    def facet_layer(self, facet_key: str) -> tuple[list[str], np.ndarray, list[str]]:
+        """One facet's node table: user ids (sorted), their embeddings and reliability labels."""
+        rows = self._db.execute(
+            "SELECT user_id, vector, reliability FROM facet_states WHERE facet_key = ? ORDER BY user_id", (facet_key,)
+        ).fetchall()
+        return [r[0] for r in rows], _matrix([r[1] for r in rows]), [r[2] for r in rows]
+
+    # -- graph ------------------------------------------------------------------------------
+    def replace_edges(self, edges: Iterable[Edge]) -> int:
+        """Replace the whole graph in one transaction: readers see the old graph or the new one."""
+        with self.transaction():
+            self._db.execute("DELETE FROM edges")
+            cur = self._db.executemany(
+                "INSERT INTO edges(facet_key, source, target, similarity, weight, rank) VALUES (?, ?, ?, ?, ?, ?)",
+                [(e.facet_key, e.source, e.target, e.similarity, e.weight, e.rank) for e in edges],
+            )
+        return cur.rowcount
+
+    def edges(self, facet_key: str | None = None, source: str | None = None) -> list[Edge]:
+        where, args = [], []
+        if facet_key is not None:
+            where.append("facet_key = ?")
+            args.append(facet_key)
+        if source is not None:
+            where.append("source = ?")
+            args.append(source)
+        rows = self._db.execute(
+            "SELECT facet_key, source, target, similarity, weight, rank FROM edges"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY facet_key, source, rank",
+            args,
+        )
+        return [Edge(facet_key=r[0], source=r[1], target=r[2], similarity=r[3], weight=r[4], rank=r[5]) for r in rows]
+
+    def neighbours(self, user_id: str, limit: int | None = None) -> list[Neighbour]:
+        """The user's peers by combined similarity (App. C), strongest first, ties by user id."""
+        num_facets = self._db.execute("SELECT COUNT(*) FROM facets").fetchone()[0] or 1
+        per_peer: dict[str, dict[str, float]] = defaultdict(dict)
+        for edge in self.edges(source=user_id):
+            per_peer[edge.target][edge.facet_key] = edge.weight
+        ranked = sorted(
+            (Neighbour(user_id=peer, combined=sum(w.values()) / num_facets, facets=w) for peer, w in per_peer.items()),
+            key=lambda n: (-n.combined, n.user_id),
+        )
+        return ranked[:limit] if limit is not None else ranked
+
+    # -- LLM cache --------------------------------------------------------------------------
+    def cache_get(self, key: str) -> dict | None:
+        row = self._db.execute(
+            "SELECT response, prompt_tokens, completion_tokens, seconds FROM llm_cache WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            return None
+        return {"text": row[0], "prompt_tokens": row[1], "completion_tokens": row[2], "seconds": row[3]}
+
+    def cache_put(self, key: str, model: str, request: dict, text: str, prompt_tokens: int,
+                  completion_tokens: int, seconds: float) -> None:
+        with self.transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO llm_cache(key, model, request, response, prompt_tokens, completion_tokens, "
+                "seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, model, json.dumps(request), text, prompt_tokens, completion_tokens, seconds, time.time()),
+            )
+
+    def cache_stats(self) -> dict:
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
+            "COALESCE(SUM(seconds), 0) FROM llm_cache"
+        ).fetchone()
+        return {"calls": row[0], "prompt_tokens": row[1], "completion_tokens": row[2], "seconds": row[3]}
+
+    # -- counts -----------------------------------------------------------------------------
+    def count(self, table: str) -> int:
+        if table not in {"interactions", "facets", "clusters", "profile_vectors", "facet_states", "edges", "llm_cache"}:
+            raise ValueError(f"unknown table {table!r}")
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
