@@ -11,11 +11,6 @@ CREATE TABLE IF NOT EXISTS runs (
     status   TEXT NOT NULL,             -- running | done | failed
     details  TEXT NOT NULL DEFAULT '{}' -- JSON: counts, timings, config
 );
-CREATE TABLE IF NOT EXISTS load_reports (
-    run_id INTEGER NOT NULL REFERENCES runs(run_id),
-    source TEXT NOT NULL,
-    report TEXT NOT NULL                -- JSON LoadReport
-);
 CREATE TABLE IF NOT EXISTS interactions (
     user_id          TEXT NOT NULL,
     item_id          TEXT NOT NULL,

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from copersona.data.records import Example, Interaction, LoadReport, User
+from copersona.data.records import Example, Interaction, User
 from copersona.data.split import examples_for_user, heldout_ranks
 from copersona.facets.records import ClusterEvidence, Facet, FacetSchema, FacetSummary
 from copersona.graph.records import Edge, Neighbour
@@ -150,15 +150,9 @@ class Store:
             for r in rows
         ]
 
-    def add_load_report(self, run_id: int, report: LoadReport) -> None:
-        with self.transaction():
-            self._db.execute(
-                "INSERT INTO load_reports(run_id, source, report) VALUES (?, ?, ?)",
-                (run_id, report.source, json.dumps(report.to_dict())),
-            )
-
     def load_reports(self) -> list[dict]:
-        return [json.loads(r[0]) for r in self._db.execute("SELECT report FROM load_reports ORDER BY rowid")]
+        """What each load read, kept and dropped (with reasons, files and lines)."""
+        return [r["details"]["report"] for r in self.runs("load") if "report" in r["details"]]
 
     # -- users and interactions -----------------------------------------------------------
     def write_users(self, users: Iterable[User], holdout_k: int) -> int:
