@@ -1,0 +1,262 @@
+"""The offline persona build: data -> profiles -> facet schema -> facet states -> multiplex graph.
+
+Every stage reads records from the store, writes records to the store, skips what is already
+there and logs a run with counts and timings, so a killed build resumes where it stopped and ends
+with the same graph as an uninterrupted one. Facet states are written one batch of users per
+transaction; the graph is rebuilt deterministically from them in one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from copersona.backends.embed import Embedder
+from copersona.backends.llm import LLM
+from copersona.config import BuildConfig
+from copersona.data.loaders import load_path
+from copersona.data.prepare import prepare_users
+from copersona.facets.induction import (
+    cluster_features,
+    cluster_users,
+    evidence_packages,
+    induce_schema,
+    load_schema_file,
+)
+from copersona.facets.profile import profile_text, recent, style_features
+from copersona.facets.records import FacetSchema
+from copersona.facets.summarize import AbstractiveSummarizer, ExtractiveSummarizer, Summarizer
+from copersona.graph.multiplex import build_graph
+from copersona.store.sqlite import Store, StoreError
+
+
+class Progress:
+    """Receives progress; the CLI shows bars, the library default shows nothing."""
+
+    @contextmanager
+    def stage(self, name: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+        yield lambda advance: None
+
+    def message(self, text: str) -> None:
+        """A line for the user (what a stage found or decided)."""
+
+
+@dataclass
+class Backends:
+    """Models a build uses; the LLM is created lazily because the extractive path may never need it."""
+
+    embedder_factory: Callable[[], Embedder]
+    llm_factory: Callable[[Store], LLM]
+    _embedder: Embedder | None = None
+    _llm: LLM | None = None
+
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = self.embedder_factory()
+        return self._embedder
+
+    def llm(self, store: Store) -> LLM:
+        if self._llm is None:
+            self._llm = self.llm_factory(store)
+        return self._llm
+
+
+@dataclass
+class BuildResult:
+    stages: dict[str, dict] = field(default_factory=dict)
+
+
+# Settings that shape stored records: a resumed build must use the same ones.
+_PINNED = ("embedder", "summary.summarizer", "facets.num_facets", "data")
+
+
+def _pinned(config: BuildConfig) -> dict:
+    raw = config.to_dict()
+    out = {}
+    for key in _PINNED:
+        value = raw
+        for part in key.split("."):
+            value = value[part]
+        out[key] = value
+    if config.summary.summarizer == "abstractive":
+        out["llm"] = config.llm
+    return out
+
+
+class Build:
+    """Runs the stages against one store; ``run`` does all of them."""
+
+    def __init__(self, store: Store, config: BuildConfig, backends: Backends, progress: Progress | None = None):
+        self.store = store
+        self.config = config
+        self.backends = backends
+        self.progress = progress or Progress()
+
+    def run(self, data_path: str | Path | None = None, *, limit_users: int | None = None,
+            batch_users: int = 32) -> BuildResult:
+        self._check_config()
+        result = BuildResult()
+        if self.store.count("interactions") == 0:
+            if data_path is None:
+                raise StoreError(f"{self.store.path} holds no data yet: give a data path")
+            result.stages["load"] = self._stage("load", lambda: self.load(data_path, limit_users))
+        elif data_path is not None and self.store.get_meta("data_path") != str(Path(data_path).resolve()):
+            raise StoreError(
+                f"{self.store.path} was built from {self.store.get_meta('data_path')}, not {data_path}; use a new store"
+            )
+        result.stages["profiles"] = self._stage("profiles", self.profiles)
+        result.stages["schema"] = self._stage("schema", self.schema)
+        result.stages["summaries"] = self._stage("summaries", lambda: self.summaries(batch_users))
+        result.stages["graph"] = self._stage("graph", self.graph)
+        return result
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _check_config(self) -> None:
+        pinned, stored = _pinned(self.config), self.store.get_meta("pinned_config")
+        if stored is None:
+            self.store.set_meta("pinned_config", pinned)
+            self.store.set_meta("build_config", self.config.to_dict())
+        elif stored != pinned:
+            changed = sorted(k for k in set(stored) | set(pinned) if stored.get(k) != pinned.get(k))
+            raise StoreError(
+                f"{self.store.path} was built with other settings ({', '.join(changed)}); use a new store to change them"
+            )
+
+    def _stage(self, name: str, work: Callable[[], dict]) -> dict:
+        run_id = self.store.start_run(name)
+        started = time.perf_counter()
+        try:
+            details = work()
+        except BaseException as err:
+            self.store.finish_run(run_id, "failed", {"error": f"{type(err).__name__}: {err}",
+                                                     "seconds": time.perf_counter() - started})
+            raise
+        details["seconds"] = round(time.perf_counter() - started, 3)
+        self.store.finish_run(run_id, "done", details)
+        return details
+
+    # -- stages ------------------------------------------------------------------------------
+    def load(self, data_path: str | Path, limit_users: int | None) -> dict:
+        """Read the data, apply App. A's filters and split, and store users with held-out ranks."""
+        interactions, report = load_path(data_path)
+        data_config = self.config.data
+        if limit_users is not None:
+            data_config = replace(data_config, max_users=limit_users)
+        users, report = prepare_users(interactions, data_config, report)
+        self.progress.message(report.summary_line())
+        if not users:
+            raise ValueError(f"no user of {data_path} passes the filters: {report.summary_line()}")
+        with self.progress.stage("load", total=len(users)) as advance:
+            self.store.write_users(users, data_config.holdout_k)
+            advance(len(users))
+        self.store.set_meta("data_path", str(Path(data_path).resolve()))
+        return {"users": len(users), "report": report.to_dict()}
+
+    def profiles(self) -> dict:
+        """tau_u per user, embedded (L2-normalized) for clustering and the global baseline graph."""
+        done = set(self.store.profile_vectors()[0])
+        profiles = self.store.profiles()
+        todo = sorted(set(profiles) - done)
+        if todo:
+            facets = self.config.facets
+            texts = [profile_text(profiles[u], facets.profile_reviews, facets.profile_max_chars) for u in todo]
+            with self.progress.stage("embed profiles", total=len(todo)) as advance:
+                vectors = self.backends.embedder().encode(texts)
+                advance(len(todo))
+            self.store.write_profile_vectors(todo, vectors)
+        return {"embedded": len(todo), "reused": len(done)}
+
+    def schema(self) -> dict:
+        """The facet schema: stored, from a file, or induced from cluster evidence by the LLM."""
+        existing = self.store.schema()
+        if existing is not None:
+            return {"source": existing.source, "facets": [f.name for f in existing.facets], "reused": True}
+        facets_config = self.config.facets
+        details: dict = {}
+        if facets_config.schema_file:
+            schema = load_schema_file(facets_config.schema_file)
+        else:
+            schema, details = self._induce()
+        self.store.write_schema(schema)
+        self.progress.message(f"facet schema ({schema.source}): {', '.join(f.name for f in schema.facets)}"
+                              + (f" - {schema.note}" if schema.source == "builtin" else ""))
+        return {"source": schema.source, "note": schema.note, "facets": [f.name for f in schema.facets], **details}
+
+    def _induce(self) -> tuple[FacetSchema, dict]:
+        facets_config = self.config.facets
+        user_ids, vectors = self.store.profile_vectors()
+        profiles = self.store.profiles(user_ids)
+        style = np.vstack([style_features(profiles[u]) for u in user_ids])
+        labels = cluster_users(cluster_features(vectors, style), facets_config.num_clusters, facets_config.seed)
+        texts = [profile_text(profiles[u], facets_config.profile_reviews, facets_config.profile_max_chars)
+                 for u in user_ids]
+        latest = [recent(profiles[u], 1)[0].text for u in user_ids]
+        packages = evidence_packages(user_ids, texts, latest, vectors, style, labels, facets_config)
+        self.store.write_clusters(packages)
+        llm = self.backends.llm(self.store)
+        with self.progress.stage("induce facet schema", total=1) as advance:
+            schema = induce_schema(llm, packages, facets_config)
+            advance(1)
+        return schema, {"clusters": len(packages), "cluster_sizes": [p.size for p in packages],
+                        "llm": llm.stats.to_dict()}
+
+    def _summarizer(self, schema: FacetSchema) -> Summarizer:
+        kind = self.config.summary.summarizer
+        if kind == "extractive":
+            return ExtractiveSummarizer(schema, self.config.summary, self.backends.embedder())
+        if kind == "abstractive":
+            return AbstractiveSummarizer(schema, self.config.summary, self.backends.llm(self.store))
+        raise ValueError(f"unknown summarizer {kind!r}: use 'extractive' or 'abstractive'")
+
+    def summaries(self, batch_users: int) -> dict:
+        """Facet states of every user not yet done, one transaction per batch of users."""
+        schema = self.store.schema()
+        keys = [f.key for f in schema.facets]
+        profiles = self.store.profiles()
+        done = self.store.users_with_states(keys)
+        todo = sorted(set(profiles) - done)
+        summarizer = self._summarizer(schema)
+        self.store.set_meta("summarizer", summarizer.method)
+        calibration = self.store.get_meta("summary_calibration")
+        if calibration is None:
+            calibration = summarizer.calibrate(profiles)
+            self.store.set_meta("summary_calibration", calibration)
+        else:
+            summarizer.load_calibration(calibration)
+        embedder = self.backends.embedder()
+        placeholder = self.config.summary.placeholder
+        labels: Counter = Counter()
+        fallbacks: Counter = Counter()
+        dropped = 0
+        with self.progress.stage("facet summaries", total=len(todo)) as advance:
+            for start in range(0, len(todo), batch_users):
+                batch = {u: profiles[u] for u in todo[start : start + batch_users]}
+                states = summarizer.summarize(batch)
+                vectors = embedder.encode([s.facet_text(placeholder) for s in states])
+                self.store.write_facet_states(list(zip(states, vectors)))
+                labels.update(s.reliability for s in states)
+                fallbacks.update(s.fallback.split(":")[0] for s in states if s.fallback)
+                dropped += sum(s.dropped_quotes for s in states)
+                advance(len(batch))
+        details = {"summarizer": summarizer.method, "users": len(todo), "reused": len(done),
+                   "labels": dict(labels), "fallbacks": dict(fallbacks), "dropped_quotes": dropped}
+        if isinstance(summarizer, AbstractiveSummarizer):
+            details["llm"] = summarizer.llm.stats.to_dict()
+        return details
+
+    def graph(self) -> dict:
+        """The multiplex graph, rebuilt from every user's facet states in one transaction."""
+        keys = [f.key for f in self.store.schema().facets]
+        missing = len(self.store.user_ids()) - len(self.store.users_with_states(keys))
+        if missing:
+            raise StoreError(f"{missing} users lack facet states; run the build again to finish them")
+        with self.progress.stage("multiplex graph", total=len(keys)) as advance:
+            counts = build_graph(self.store, self.config.graph, keys)
+            advance(len(keys))
+        return counts
