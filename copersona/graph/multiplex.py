@@ -1,0 +1,184 @@
+"""The multiplex persona graph: one sparse, reliability-gated similarity layer per facet (Sec. 3.2).
+
+Layer m links user u to its top-K peers v by the gated facet similarity (Eq. 5-6)
+
+    W_uv^(m) = omega(r_u^(m)) * omega(r_v^(m)) * A_uv^(m),   A_uv^(m) = e_u^(m) . e_v^(m),
+
+among the peers with A_uv^(m) >= min_similarity (App. C: K = 5, threshold 0.35, omega = [0.05,
+0.25, 0.60, 0.95] for none, weak, moderate, strong). Edges are directed: v in N_u does not imply
+u in N_v. A pair's combined similarity, the mean of its facet weights over all M facets, is read
+from the stored edges by :meth:`copersona.store.sqlite.Store.neighbours`.
+
+:func:`global_knn` is the unstructured alternative the paper argues against: one ungated K-NN
+graph over a single vector per user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from copersona.config import GraphConfig
+from copersona.facets.records import RELIABILITY_LEVELS
+from copersona.graph.knn import Neighbours, top_k_neighbours
+from copersona.graph.records import Edge
+from copersona.store.sqlite import Store
+
+GLOBAL_FACET_KEY = "__global__"
+
+_LEVEL_INDEX = {level: i for i, level in enumerate(RELIABILITY_LEVELS)}
+
+
+def reliability_gates(reliabilities: Sequence[str], config: GraphConfig) -> np.ndarray:
+    """omega(r_u) per user: (n,) float32 from ``config.reliability_weights`` by level.
+
+    Raises ValueError for an unknown label or a weight table that is not four positive numbers.
+    """
+    omega = np.asarray(config.reliability_weights, dtype=np.float32)
+    if omega.shape != (len(RELIABILITY_LEVELS),) or not (omega > 0).all():
+        raise ValueError(
+            f"graph.reliability_weights must be {len(RELIABILITY_LEVELS)} positive numbers "
+            f"(for {', '.join(RELIABILITY_LEVELS)}), got {config.reliability_weights}"
+        )
+    try:
+        levels = np.fromiter((_LEVEL_INDEX[r] for r in reliabilities), dtype=np.int64, count=len(reliabilities))
+    except KeyError as err:
+        raise ValueError(f"unknown reliability label {err.args[0]!r}; known: {RELIABILITY_LEVELS}") from None
+    return omega[levels]
+
+
+def layer_neighbours(vectors: np.ndarray, reliabilities: Sequence[str], config: GraphConfig) -> Neighbours:
+    """One facet layer's top-K neighbours of every user, gated by reliability (Eq. 6).
+
+    Parameters
+    ----------
+    vectors : (n, d) float32
+        The facet embeddings e_u^(m), unit rows.
+    reliabilities : sequence of n labels
+        r_u^(m) in none / weak / moderate / strong.
+    config : GraphConfig
+        K, the cosine threshold, omega and the exact/approximate switch.
+
+    Returns
+    -------
+    Neighbours
+        (n, K) indices, cosine A_uv and full gated weight omega_u omega_v A_uv.
+    """
+    if len(reliabilities) != len(vectors):
+        raise ValueError(f"{len(vectors)} vectors but {len(reliabilities)} reliability labels")
+    return top_k_neighbours(
+        vectors, config.top_k, config.min_similarity, reliability_gates(reliabilities, config),
+        exact_max=config.exact_max_users, candidate_factor=config.candidate_factor,
+    )
+
+
+def edges_of(facet_key: str, user_ids: Sequence[str], neighbours: Neighbours) -> Iterator[Edge]:
+    """The edges of a layer, by source in ``user_ids`` order, then by rank (0 = strongest)."""
+    for source, row_indices, row_similarity, row_weight in zip(
+        user_ids, neighbours.indices.tolist(), neighbours.similarity.tolist(), neighbours.weight.tolist()
+    ):
+        for rank, (target, similarity, weight) in enumerate(zip(row_indices, row_similarity, row_weight)):
+            if target < 0:
+                break  # padding only follows the real neighbours
+            yield Edge(facet_key=facet_key, source=source, target=user_ids[target],
+                       similarity=similarity, weight=weight, rank=rank)
+
+
+def build_layer(facet_key: str, user_ids: Sequence[str], vectors: np.ndarray, reliabilities: Sequence[str],
+                config: GraphConfig) -> list[Edge]:
+    """Facet layer m as edges: each user's top-K peers by omega(r_u) omega(r_v) cos(e_u, e_v).
+
+    Parameters
+    ----------
+    facet_key : str
+        The facet m; every edge carries it.
+    user_ids : sequence of n str
+        Node names, row-aligned with ``vectors`` and ``reliabilities``.
+    vectors : (n, d) float32
+        Unit facet embeddings.
+    reliabilities : sequence of n labels
+        Reliability r_u^(m) of each user's facet summary.
+    config : GraphConfig
+
+    Returns
+    -------
+    list of Edge
+        Grouped by source in ``user_ids`` order, rank 0 first; ``similarity`` is the cosine,
+        ``weight`` the gated weight.
+    """
+    if len(user_ids) != len(vectors):
+        raise ValueError(f"{len(user_ids)} user ids but {len(vectors)} vectors")
+    return list(edges_of(facet_key, user_ids, layer_neighbours(vectors, reliabilities, config)))
+
+
+def build_graph(store: Store, config: GraphConfig, facet_keys: Sequence[str]) -> dict[str, dict]:
+    """Build every facet layer from the store's facet states and replace the stored graph.
+
+    Each layer's node table comes from :meth:`Store.facet_layer` (users sorted by id, so the
+    result does not depend on insertion order). All layers are computed before anything is
+    written, and the new edges replace the old ones in a single transaction: readers see the
+    old graph or the new one, never a mix.
+
+    Parameters
+    ----------
+    store : Store
+        Holds the facet states (embeddings and reliability labels); receives the edges.
+    config : GraphConfig
+    facet_keys : sequence of str
+        The schema's facets, one layer each; a key without states gives an empty layer.
+
+    Returns
+    -------
+    dict
+        Per facet key: ``users`` (nodes in the layer), ``edges``, ``users_with_edges`` (sources
+        with at least one edge), ``mean_weight`` (of its edges' gated weights; 0.0 without
+        edges) and ``method`` (the search used).
+    """
+    layers: list[tuple[str, list[str], Neighbours]] = []
+    counts: dict[str, dict] = {}
+    for facet_key in facet_keys:
+        user_ids, vectors, reliabilities = store.facet_layer(facet_key)
+        neighbours = layer_neighbours(vectors, reliabilities, config)
+        found = neighbours.indices >= 0
+        layers.append((facet_key, user_ids, neighbours))
+        counts[facet_key] = {
+            "users": len(user_ids),
+            "edges": int(found.sum()),
+            "users_with_edges": int(found.any(axis=1).sum()),
+            "mean_weight": float(neighbours.weight[found].mean()) if found.any() else 0.0,
+            "method": neighbours.method,
+        }
+    # Edge records are made as they are written, so only the compact arrays are held at once.
+    store.replace_edges(edge for facet_key, user_ids, neighbours in layers
+                        for edge in edges_of(facet_key, user_ids, neighbours))
+    return counts
+
+
+def global_knn(user_ids: Sequence[str], vectors: np.ndarray, k: int, min_similarity: float, *,
+               exact_max: int = GraphConfig.exact_max_users,
+               candidate_factor: int = GraphConfig.candidate_factor) -> list[Edge]:
+    """The single-graph baseline: each user's top-K peers by plain cosine, no facets, no gating.
+
+    Parameters
+    ----------
+    user_ids : sequence of n str
+    vectors : (n, d) float32
+        One unit vector per user (e.g. the profile embedding).
+    k : int
+        Neighbours per user.
+    min_similarity : float
+        Cosine threshold.
+    exact_max, candidate_factor : int
+        As in :func:`copersona.graph.knn.top_k_neighbours`.
+
+    Returns
+    -------
+    list of Edge
+        ``facet_key`` "__global__", ``weight`` equal to ``similarity``. Not for the store, whose
+        combined similarity averages over the schema's facets.
+    """
+    if len(user_ids) != len(vectors):
+        raise ValueError(f"{len(user_ids)} user ids but {len(vectors)} vectors")
+    neighbours = top_k_neighbours(vectors, k, min_similarity, exact_max=exact_max, candidate_factor=candidate_factor)
+    return list(edges_of(GLOBAL_FACET_KEY, user_ids, neighbours))

@@ -1,0 +1,185 @@
+"""Facet layers, the stored multiplex graph and the global K-NN baseline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from copersona.config import GraphConfig
+from copersona.facets.records import Facet, FacetSchema, FacetSummary
+from copersona.graph.knn import top_k_neighbours
+from copersona.graph.multiplex import (
+    GLOBAL_FACET_KEY,
+    build_graph,
+    build_layer,
+    global_knn,
+    reliability_gates,
+)
+from copersona.store.sqlite import Store
+
+CONFIG = GraphConfig()
+OMEGA = dict(zip(("none", "weak", "moderate", "strong"), CONFIG.reliability_weights))
+LEVELS = list(OMEGA)
+
+
+def unit_rows(n: int, d: int, clusters: int, seed: int) -> np.ndarray:
+    """Clustered unit vectors (within-cluster cosine about 0.6), so the threshold keeps edges."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    points = centres[rng.integers(0, clusters, n)] + rng.normal(scale=math.sqrt(0.7 / d), size=(n, d))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+def random_layer(n: int = 60, d: int = 16, seed: int = 0) -> tuple[list[str], np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    user_ids = [f"u{i:03d}" for i in range(n)]
+    return user_ids, unit_rows(n, d, 4, seed), [LEVELS[i] for i in rng.integers(0, 4, n)]
+
+
+@pytest.mark.parametrize(
+    ("labels", "weights", "expected"),
+    [
+        (["none", "weak", "moderate", "strong"], None, [0.05, 0.25, 0.60, 0.95]),
+        (["strong", "strong", "none"], [0.1, 0.2, 0.3, 0.4], [0.4, 0.4, 0.1]),
+        ([], None, []),
+    ],
+)
+def test_reliability_gates(labels, weights, expected):
+    config = GraphConfig() if weights is None else GraphConfig(reliability_weights=weights)
+    np.testing.assert_allclose(reliability_gates(labels, config), expected, rtol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("labels", "weights", "message"),
+    [
+        (["certain"], None, "unknown reliability label 'certain'"),
+        (["none"], [0.1, 0.2, 0.3], "4 positive numbers"),
+        (["none"], [0.0, 0.2, 0.3, 0.4], "4 positive numbers"),
+    ],
+)
+def test_reliability_gates_reject(labels, weights, message):
+    config = GraphConfig() if weights is None else GraphConfig(reliability_weights=weights)
+    with pytest.raises(ValueError, match=message):
+        reliability_gates(labels, config)
+
+
+def test_layer_weights_are_gated_cosines():
+    user_ids, vectors, labels = random_layer()
+    edges = build_layer("tone", user_ids, vectors, labels, CONFIG)
+    position = {u: i for i, u in enumerate(user_ids)}
+    assert edges, "the clustered layer should have edges"
+    for edge in edges:
+        u, v = position[edge.source], position[edge.target]
+        assert edge.facet_key == "tone" and u != v
+        assert edge.similarity == pytest.approx(float(vectors[u] @ vectors[v]), rel=1e-5)
+        assert edge.similarity >= CONFIG.min_similarity
+        assert edge.weight == pytest.approx(OMEGA[labels[u]] * OMEGA[labels[v]] * edge.similarity, rel=1e-6)
+    by_source: dict[str, list] = {}
+    for edge in edges:
+        by_source.setdefault(edge.source, []).append(edge)
+    for row in by_source.values():
+        assert [e.rank for e in row] == list(range(len(row))) and len(row) <= CONFIG.top_k
+        assert all(a.weight >= b.weight for a, b in zip(row, row[1:]))
+
+
+def test_layer_prefers_strong_peer_over_closer_weak_one():
+    # from "a": "b" at cosine 0.94 but weak (W = 0.22), "c" at cosine 0.64 and strong (W = 0.58)
+    radians = np.radians([0, 20, 50])
+    vectors = np.stack([np.cos(radians), np.sin(radians)], axis=1).astype(np.float32)
+    edges = build_layer("values", ["a", "b", "c"], vectors, ["strong", "weak", "strong"], CONFIG)
+    assert [e.target for e in edges if e.source == "a"] == ["c", "b"]
+
+
+def test_layer_is_deterministic():
+    layer = random_layer(seed=3)
+    assert build_layer("tone", *layer, CONFIG) == build_layer("tone", *layer, CONFIG)
+
+
+@pytest.mark.parametrize(
+    ("user_ids", "labels", "message"),
+    [(["a"], ["none", "none"], "1 user ids but 2 vectors"), (["a", "b"], ["none"], "2 vectors but 1 reliability")],
+)
+def test_layer_rejects_misaligned_inputs(user_ids, labels, message):
+    with pytest.raises(ValueError, match=message):
+        build_layer("tone", user_ids, unit_rows(2, 4, 1, seed=0), labels, CONFIG)
+
+
+FACET_KEYS = ["tone", "topics", "values"]
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A store with a three-facet schema and every user's state on every facet."""
+    user_ids, _, _ = random_layer()
+    rng = np.random.default_rng(11)
+    with Store(tmp_path / "s.sqlite") as store:
+        store.write_schema(FacetSchema(
+            facets=[Facet(name=key.title(), definition=f"The user's {key}.") for key in FACET_KEYS],
+            source="builtin",
+        ))
+        states = []
+        for seed, key in enumerate(FACET_KEYS):
+            vectors = unit_rows(len(user_ids), 16, 4, seed=seed)
+            for user_id, vector, level in zip(user_ids, vectors, rng.integers(0, 4, len(user_ids))):
+                summary = FacetSummary(user_id=user_id, facet_key=key, summary=f"{user_id} on {key}.",
+                                       reliability=LEVELS[level], method="extractive")
+                states.append((summary, vector))
+        store.write_facet_states(states)
+        yield store
+
+
+def test_build_graph_stores_every_layer(store):
+    counts = build_graph(store, CONFIG, FACET_KEYS)
+
+    for key in FACET_KEYS:
+        expected = build_layer(key, *store.facet_layer(key), CONFIG)
+        assert store.edges(facet_key=key) == expected
+        assert counts[key] == {
+            "users": 60,
+            "edges": len(expected),
+            "users_with_edges": len({e.source for e in expected}),
+            "mean_weight": pytest.approx(np.mean([e.weight for e in expected])),
+            "method": "exact",
+        }
+    assert store.count("edges") == sum(c["edges"] for c in counts.values())
+
+
+def test_stored_neighbours_average_over_schema_facets(store):
+    build_graph(store, CONFIG, FACET_KEYS)
+    user = "u000"
+    per_peer: dict[str, dict[str, float]] = {}
+    for edge in store.edges(source=user):
+        per_peer.setdefault(edge.target, {})[edge.facet_key] = edge.weight
+    neighbours = store.neighbours(user)
+    assert {n.user_id: n.facets for n in neighbours} == per_peer
+    for neighbour in neighbours:
+        assert neighbour.combined == pytest.approx(sum(neighbour.facets.values()) / len(FACET_KEYS))
+    assert [n.combined for n in neighbours] == sorted((n.combined for n in neighbours), reverse=True)
+
+
+def test_build_graph_replaces_and_is_deterministic(store):
+    first_counts = build_graph(store, CONFIG, FACET_KEYS)
+    first_edges = store.edges()
+    assert build_graph(store, CONFIG, FACET_KEYS) == first_counts
+    assert store.edges() == first_edges
+
+
+def test_build_graph_with_an_empty_layer(store):
+    counts = build_graph(store, CONFIG, ["tone", "no_such_facet"])
+    assert counts["no_such_facet"] == {"users": 0, "edges": 0, "users_with_edges": 0, "mean_weight": 0.0,
+                                       "method": "exact"}
+    assert {e.facet_key for e in store.edges()} == {"tone"}
+
+
+def test_global_knn_is_ungated_cosine_knn():
+    user_ids, vectors, _ = random_layer(seed=5)
+    edges = global_knn(user_ids, vectors, 5, 0.35)
+    reference = top_k_neighbours(vectors, 5, 0.35)
+    assert {e.facet_key for e in edges} == {GLOBAL_FACET_KEY}
+    assert all(e.weight == e.similarity for e in edges)
+    assert [(e.source, e.target) for e in edges] == [
+        (user_ids[u], user_ids[v]) for u, row in enumerate(reference.indices) for v in row if v >= 0
+    ]
