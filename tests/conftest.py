@@ -1,0 +1,73 @@
+"""Shared fixtures: the real review data lives next to the repository, never inside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# /work/main/tests/conftest.py -> /work/main is the repo root; the data is ../shared/data from there.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared real data (see its README); tests that need it are skipped where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real packaged MiniLM embedder, loaded once."""
+    from copersona.backends.embed import load_embedder
+
+    return load_embedder("minilm")
+
+
+@pytest.fixture(scope="session")
+def mi_profiles(data_dir):
+    """Real Musical Instruments profiles (the reviews before each user's held-out block)."""
+    from copersona.config import BuildConfig
+    from copersona.data.loaders import load_path
+    from copersona.data.prepare import prepare_users
+    from copersona.data.split import heldout_count
+
+    config = BuildConfig.load(Path(__file__).resolve().parents[1] / "configs" / "amazon2014-mi-partial.toml")
+    users, _ = prepare_users(load_path(data_dir / "amazon2014-musical-instruments")[0], config.data)
+    return {
+        u.user_id: u.interactions[: len(u.interactions) - heldout_count(len(u.interactions), config.data.holdout_k)]
+        for u in users
+    }
+
+
+class ScriptedBackend:
+    """Answers with the given texts in order, the last one repeating; records the requests.
+
+    For unit tests of parsing and control flow only: end-to-end tests use the real models.
+    """
+
+    def __init__(self, answers: list[str], context_window: int = 8192):
+        self.answers = list(answers)
+        self.requests = []
+        self.model_id = "scripted"
+        self.context_window = context_window
+
+    def complete(self, requests):
+        from copersona.backends.llm import Completion
+
+        out = []
+        for request in requests:
+            self.requests.append(request)
+            text = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+            out.append(Completion(text=text, prompt_tokens=10, completion_tokens=len(text.split())))
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+@pytest.fixture
+def scripted_backend():
+    return ScriptedBackend
