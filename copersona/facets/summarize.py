@@ -182,7 +182,8 @@ class ExtractiveSummarizer(Summarizer):
             for m, facet in enumerate(self.schema.facets):
                 rows = np.flatnonzero(support == m)
                 ranked = rows[np.argsort(-z[rows, m], kind="stable")]
-                top = [sentences[i] for i in ranked[: self.config.summary_sentences]]
+                # A user who repeats a sentence across reviews should not get it twice.
+                top = list(dict.fromkeys(sentences[i] for i in ranked))[: self.config.summary_sentences]
                 quotes, dropped = verify_quotes(
                     [_clip(s, self.config.quote_max_chars) for s in top[: self.config.max_quotes]],
                     texts, self.config.max_quotes, self.config.quote_max_chars,

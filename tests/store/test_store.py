@@ -1,0 +1,102 @@
+"""The SQLite store: round trips, transactions, versions and the run log, on a real database file."""
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from copersona.data.records import Interaction, User
+from copersona.facets.induction import builtin_schema
+from copersona.facets.records import FacetSummary
+from copersona.graph.records import Edge
+from copersona.store.sqlite import SCHEMA_VERSION, Store, StoreError
+
+
+def _user(user_id: str, n: int) -> User:
+    return User(user_id=user_id, interactions=[
+        Interaction(user_id=user_id, item_id=f"i{k}", timestamp=1000 + k, rating=float(1 + k % 5),
+                    review_title=f"title {k}", text=f"review {k} by {user_id}", item_title=f"item {k}")
+        for k in range(n)
+    ])
+
+
+def test_users_round_trip_with_heldout_ranks(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        store.write_users([_user("a", 8), _user("b", 5)], holdout_k=3)
+        history, ranks = store.history("a")
+        assert [i.item_id for i in history] == [f"i{k}" for k in range(8)]
+        assert ranks == [None] * 5 + [2, 1, 0]
+        assert [i.item_id for i in store.profiles()["b"]] == ["i0", "i1", "i2"]  # 5 // 2 = 2 held out
+        splits = {(e.user_id, e.split): e for e in store.examples()}
+        assert splits[("a", "test")].target.item_id == "i7"
+        assert len(splits[("a", "test")].profile) == 7  # everything before the target
+        assert splits[("a", "validation")].target.item_id == "i6"
+        assert splits[("a", "train")].target.item_id == "i5"
+
+
+def test_failed_transaction_leaves_nothing(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        with pytest.raises(RuntimeError):
+            with store.transaction():
+                store.write_users([_user("a", 6)], holdout_k=2)
+                raise RuntimeError("killed mid-write")
+        assert store.count("interactions") == 0
+
+
+def test_facet_states_edges_and_neighbours(tmp_path):
+    schema = builtin_schema(3)
+    rng = np.random.default_rng(0)
+    with Store(tmp_path / "s.sqlite") as store:
+        store.write_schema(schema)
+        states = []
+        for user in ("a", "b", "c"):
+            for facet in schema.facets:
+                vector = rng.normal(size=8).astype(np.float32)
+                states.append((FacetSummary(user_id=user, facet_key=facet.key, summary=f"{user} on {facet.name}",
+                                            quotes=["q"], reliability="strong", method="extractive"),
+                               vector / np.linalg.norm(vector)))
+        store.write_facet_states(states[:-1])
+        assert store.users_with_states([f.key for f in schema.facets]) == {"a", "b"}
+        store.write_facet_states(states[-1:])
+        ids, matrix, labels = store.facet_layer(schema.facets[0].key)
+        assert ids == ["a", "b", "c"] and matrix.shape == (3, 8) and labels == ["strong"] * 3
+        keys = [f.key for f in schema.facets]
+        store.replace_edges([
+            Edge(facet_key=keys[0], source="a", target="b", similarity=0.9, weight=0.8, rank=0),
+            Edge(facet_key=keys[1], source="a", target="b", similarity=0.6, weight=0.5, rank=0),
+            Edge(facet_key=keys[0], source="a", target="c", similarity=0.9, weight=0.9, rank=1),
+        ])
+        peers = store.neighbours("a")
+        assert [p.user_id for p in peers] == ["b", "c"]
+        assert peers[0].combined == pytest.approx((0.8 + 0.5) / 3)  # mean over all M facets
+        assert store.schema().facets == schema.facets and store.schema().source == "builtin"
+
+
+def test_cache_and_run_log(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        run = store.start_run("load")
+        store.finish_run(run, "done", {"report": {"source": "x", "read": 3, "kept": 2}})
+        assert store.load_reports() == [{"source": "x", "read": 3, "kept": 2}]
+        assert store.cache_get("k") is None
+        store.cache_put("k", "m", {"p": 1}, "answer", 5, 7, 0.5)
+        assert store.cache_get("k")["text"] == "answer"
+        assert store.cache_stats()["completion_tokens"] == 7
+
+
+def test_reopen_read_only_and_version_checks(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        store.write_users([_user("a", 6)], holdout_k=2)
+    with Store(path, read_only=True) as store:
+        assert store.user_ids() == ["a"]
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(path)
+    with pytest.raises(StoreError, match="no such store"):
+        Store(tmp_path / "missing.sqlite", read_only=True)
+    (tmp_path / "junk.sqlite").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a"):
+        Store(tmp_path / "junk.sqlite")
