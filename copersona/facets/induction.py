@@ -152,11 +152,10 @@ def induce_schema(llm: LLM, packages: list[ClusterEvidence], config: FacetConfig
         for f in answer.value.facets
         if f.name.strip() and f.definition.strip()
     ]
-    problems = schema_problems(facets, config.num_facets)
+    problems = list(dict.fromkeys(schema_problems(facets, config.num_facets)))
     if problems:
-        return builtin_schema(
-            config.num_facets, note=f"LLM schema degenerate ({'; '.join(problems)}); built-in schema used"
-        )
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        return builtin_schema(config.num_facets, note=f"LLM schema degenerate ({shown}); built-in schema used")
     return FacetSchema(facets=facets, source="induced", note=f"induced by {llm.model_id}")
 
 
