@@ -63,6 +63,7 @@ def build(
     llm: Annotated[Optional[str], typer.Option(help="LLM spec: smollm2, llamacpp:PATH, openai:MODEL@URL, hf:PATH.")] = None,
     embedder: Annotated[Optional[str], typer.Option(help="Embedder spec: minilm or st:NAME_OR_PATH.")] = None,
     summarizer: Annotated[Optional[str], typer.Option(help="extractive (default) or abstractive.")] = None,
+    batch_users: Annotated[int, typer.Option(help="Users whose facet states are written per transaction.")] = 32,
 ) -> None:
     """Build (or resume) the persona graph of DATA into STORE."""
     from copersona.build import Build
@@ -70,7 +71,8 @@ def build(
 
     build_config = _config(config, llm, embedder, summarizer)
     with Store(store) as db:
-        result = Build(db, build_config, backends_for(build_config), RichProgress()).run(data, limit_users=limit_users)
+        runner = Build(db, build_config, backends_for(build_config), RichProgress())
+        result = runner.run(data, limit_users=limit_users, batch_users=batch_users)
         table = Table(title=f"build of {store}")
         for column in ("stage", "seconds", "details"):
             table.add_column(column)
@@ -106,14 +108,14 @@ def _print_overview(data: dict) -> None:
               f"embedder {data['embedder']}, summarizer {data['summarizer']}")
     schema = data["schema"]
     out.print(f"facet schema ({schema['source']}): {schema['note']}")
-    table = Table("facet", "definition", *[f"{lvl}" for lvl in ("none", "weak", "moderate", "strong")],
-                  "edges", "users w/ edges", "mean weight")
     for facet in schema["facets"]:
-        key = facet["key"]
-        counts = data["reliability"].get(key, {})
-        edges = data["edges"].get(key, {})
-        table.add_row(facet["name"], facet["definition"][:60], *[str(counts.get(lvl, 0)) for lvl in
-                      ("none", "weak", "moderate", "strong")], str(edges.get("edges", 0)),
+        out.print(f"  [bold]{facet['name']}[/bold]: {facet['definition']}")
+    levels = ("none", "weak", "moderate", "strong")
+    table = Table("facet", *levels, "edges", "users w/ edges", "mean weight")
+    for facet in schema["facets"]:
+        counts = data["reliability"].get(facet["key"], {})
+        edges = data["edges"].get(facet["key"], {})
+        table.add_row(facet["name"], *[str(counts.get(level, 0)) for level in levels], str(edges.get("edges", 0)),
                       str(edges.get("users_with_edges", 0)), f"{edges.get('mean_weight', 0):.3f}")
     out.print(table)
     bias = data["facet_biased"]

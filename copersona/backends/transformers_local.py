@@ -1,0 +1,122 @@
+"""A local Hugging Face model run by transformers: a checkpoint folder, or a GGUF file dequantized.
+
+This backend needs no server and runs anything transformers can load, on CUDA where present. It
+has no constrained decoding: :class:`~copersona.backends.llm.LLM` validates structured answers
+and retries. Requests with the same decoding parameters are generated together in left-padded
+batches; a sampled request's text therefore depends on its seed *and* on its batch companions.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from itertools import groupby
+from pathlib import Path
+
+from copersona.backends.llm import Completion, LLMBackend, Request
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _resolve_dtype(dtype: str, device: str):
+    """float32 on CPU (half precision is slow there); bfloat16 on a GPU that has it, else float16."""
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if not device.startswith("cuda"):
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _decoding_key(request: Request) -> tuple:
+    """Requests sharing this key can be generated in one batch; greedy decoding ignores the seed."""
+    seed = request.seed if request.temperature > 0 else None
+    return (request.temperature, request.max_tokens, request.stop, seed)
+
+
+def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """The text before the first stop sequence, which (as in the OpenAI API) is not returned."""
+    cuts = [text.find(s) for s in stop if s and s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+class TransformersBackend(LLMBackend):
+    """AutoModelForCausalLM + AutoTokenizer from local files only; never reaches for a hub."""
+
+    def __init__(self, path_or_name: str | Path, *, gguf_file: str | None = None, device: str = "auto",
+                 dtype: str = "auto", batch_size: int = 8):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as err:
+            raise RuntimeError("the transformers backend needs transformers (pip install 'copersona[hf]')") from err
+        self._torch = torch
+        self.device = _resolve_device(device)
+        self.batch_size = batch_size
+        source = str(path_or_name)
+        files = {"local_files_only": True, "gguf_file": gguf_file} if gguf_file else {"local_files_only": True}
+        self.tokenizer = AutoTokenizer.from_pretrained(source, **files)
+        self.tokenizer.padding_side = "left"  # generation continues every row from its last real token
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(source, dtype=_resolve_dtype(dtype, self.device), **files)
+        self.model.to(self.device).eval()
+        self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        name = gguf_file or (Path(source).name if Path(source).is_dir() else source)
+        self.model_id = f"hf-gguf:{name}" if gguf_file else f"hf:{name}"
+        eos = self.model.generation_config.eos_token_id
+        self._end_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.pad_token_id}
+
+    def complete(self, requests: list[Request]) -> list[Completion]:
+        def key(i: int) -> str:  # repr: seeds may be None, which does not sort against ints
+            return repr(_decoding_key(requests[i]))
+
+        results: list[Completion | None] = [None] * len(requests)
+        for _, group in groupby(sorted(range(len(requests)), key=key), key=key):
+            indices = list(group)
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                for i, completion in zip(chunk, self._generate([requests[i] for i in chunk]), strict=True):
+                    results[i] = completion
+        return results  # type: ignore[return-value]
+
+    def _generate(self, batch: list[Request]) -> list[Completion]:
+        """One generate() call for requests that share their decoding parameters."""
+        torch, first = self._torch, batch[0]
+        prompts = [self.tokenizer.apply_chat_template(r.message_dicts(), add_generation_prompt=True, tokenize=False)
+                   for r in batch]
+        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        greedy = first.temperature <= 0
+        sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": first.temperature}
+        stopping = {"stop_strings": list(first.stop), "tokenizer": self.tokenizer} if first.stop else {}
+        started = time.perf_counter()
+        torch.manual_seed(first.seed)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, max_new_tokens=first.max_tokens,
+                                         pad_token_id=self.tokenizer.pad_token_id, **sampling, **stopping)
+        seconds = (time.perf_counter() - started) / len(batch)
+        new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
+        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        completions = []
+        for request, tokens, prompt_length in zip(batch, new_tokens, prompt_lengths, strict=True):
+            length = next((k for k, token in enumerate(tokens) if token in self._end_ids), len(tokens))
+            text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
+            completions.append(Completion(text=_cut_at_stop(text, request.stop), prompt_tokens=int(prompt_length),
+                                          completion_tokens=length, seconds=seconds))
+        return completions
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False)) if text else 0
+
+    def close(self) -> None:
+        del self.model
+        if self.device.startswith("cuda"):
+            self._torch.cuda.empty_cache()
