@@ -91,19 +91,29 @@ def measure(n: int, args: argparse.Namespace, config: GraphConfig) -> dict:
 
 
 def print_table(results: list[dict], args: argparse.Namespace) -> None:
-    headers = ["users", "exact rows", "exact s", "faiss s", "speed-up", f"recall@{args.k}",
-               "nbrs/user", "peak RSS MiB"]
+    headers = ["users", "exact rows", "exact s", "faiss s", "speed-up", f"recall@{args.k}", "nbrs/user", "peak RSS MiB"]
     rows = [
-        [f"{r['users']:,}", r["exact_rows"], f"{r['exact_seconds']:.1f}" + (" (extrap.)" if r["sampled"] else ""),
-         f"{r['faiss_seconds']:.1f}", f"{r['speedup']:.1f}x", f"{r['recall']:.4f}", f"{r['neighbours']:.2f}",
-         f"{r['peak_rss_mib']:,.0f}"]
+        [
+            f"{r['users']:,}",
+            r["exact_rows"],
+            f"{r['exact_seconds']:.1f}" + (" (extrap.)" if r["sampled"] else ""),
+            f"{r['faiss_seconds']:.1f}",
+            f"{r['speedup']:.1f}x",
+            f"{r['recall']:.4f}",
+            f"{r['neighbours']:.2f}",
+            f"{r['peak_rss_mib']:,.0f}",
+        ]
         for r in results
     ]
-    title = (f"One facet layer: d={args.dim}, K={args.k}, cosine >= {GraphConfig().min_similarity}, "
-             f"HNSW M={HNSW_M} efConstruction={HNSW_EF_CONSTRUCTION} candidates={args.k}*{args.candidate_factor}+1")
-    caption = ("exact s of a sampled row is (time on the sampled rows) x N / rows; recall@K and nbrs/user "
-               f"(exact neighbours per user) are on the exact rows. {platform.processor() or platform.machine()}, "
-               f"{_threads()}.")
+    title = (
+        f"One facet layer: d={args.dim}, K={args.k}, cosine >= {GraphConfig().min_similarity}, "
+        f"HNSW M={HNSW_M} efConstruction={HNSW_EF_CONSTRUCTION} candidates={args.k}*{args.candidate_factor}+1"
+    )
+    caption = (
+        "exact s of a sampled row is (time on the sampled rows) x N / rows; recall@K and nbrs/user "
+        f"(exact neighbours per user) are on the exact rows. {platform.processor() or platform.machine()}, "
+        f"{_threads()}."
+    )
     try:
         from rich.console import Console
         from rich.table import Table
@@ -133,12 +143,21 @@ def main() -> None:
     parser.add_argument("--users", type=int, nargs="+", default=[10000, 100000], help="layer sizes N")
     parser.add_argument("--dim", type=int, default=384, help="embedding dimension d")
     parser.add_argument("--k", type=int, default=GraphConfig().top_k, help="neighbours per user K")
-    parser.add_argument("--candidate-factor", type=int, default=GraphConfig().candidate_factor,
-                        help="faiss candidates fetched per neighbour kept")
-    parser.add_argument("--exact-sample", type=int, default=2000,
-                        help="query rows of the exact search above --full-exact-max users")
-    parser.add_argument("--full-exact-max", type=int, default=GraphConfig().exact_max_users,
-                        help="largest N whose exact search runs on every row")
+    parser.add_argument(
+        "--candidate-factor",
+        type=int,
+        default=GraphConfig().candidate_factor,
+        help="faiss candidates fetched per neighbour kept",
+    )
+    parser.add_argument(
+        "--exact-sample", type=int, default=2000, help="query rows of the exact search above --full-exact-max users"
+    )
+    parser.add_argument(
+        "--full-exact-max",
+        type=int,
+        default=GraphConfig().exact_max_users,
+        help="largest N whose exact search runs on every row",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     config = GraphConfig(top_k=args.k, candidate_factor=args.candidate_factor)

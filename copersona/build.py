@@ -98,8 +98,9 @@ class Build:
         self.backends = backends
         self.progress = progress or Progress()
 
-    def run(self, data_path: str | Path | None = None, *, limit_users: int | None = None,
-            batch_users: int = 32) -> BuildResult:
+    def run(
+        self, data_path: str | Path | None = None, *, limit_users: int | None = None, batch_users: int = 32
+    ) -> BuildResult:
         self._check_config()
         result = BuildResult()
         if self.store.count("interactions") == 0:
@@ -125,7 +126,7 @@ class Build:
         elif stored != pinned:
             changed = sorted(k for k in set(stored) | set(pinned) if stored.get(k) != pinned.get(k))
             raise StoreError(
-                f"{self.store.path} was built with other settings ({', '.join(changed)}); use a new store to change them"
+                f"{self.store.path} was built with other settings ({', '.join(changed)}); use a new store"
             )
 
     def _stage(self, name: str, work: Callable[[], dict]) -> dict:
@@ -134,8 +135,9 @@ class Build:
         try:
             details = work()
         except BaseException as err:
-            self.store.finish_run(run_id, "failed", {"error": f"{type(err).__name__}: {err}",
-                                                     "seconds": time.perf_counter() - started})
+            self.store.finish_run(
+                run_id, "failed", {"error": f"{type(err).__name__}: {err}", "seconds": time.perf_counter() - started}
+            )
             raise
         details["seconds"] = round(time.perf_counter() - started, 3)
         self.store.finish_run(run_id, "done", details)
@@ -184,8 +186,10 @@ class Build:
         else:
             schema, details = self._induce()
         self.store.write_schema(schema)
-        self.progress.message(f"facet schema ({schema.source}): {', '.join(f.name for f in schema.facets)}"
-                              + (f" - {schema.note}" if schema.source == "builtin" else ""))
+        self.progress.message(
+            f"facet schema ({schema.source}): {', '.join(f.name for f in schema.facets)}"
+            + (f" - {schema.note}" if schema.source == "builtin" else "")
+        )
         return {"source": schema.source, "note": schema.note, "facets": [f.name for f in schema.facets], **details}
 
     def _induce(self) -> tuple[FacetSchema, dict]:
@@ -194,8 +198,9 @@ class Build:
         profiles = self.store.profiles(user_ids)
         style = np.vstack([style_features(profiles[u]) for u in user_ids])
         labels = cluster_users(cluster_features(vectors, style), facets_config.num_clusters, facets_config.seed)
-        texts = [profile_text(profiles[u], facets_config.profile_reviews, facets_config.profile_max_chars)
-                 for u in user_ids]
+        texts = [
+            profile_text(profiles[u], facets_config.profile_reviews, facets_config.profile_max_chars) for u in user_ids
+        ]
         latest = [recent(profiles[u], 1)[0].text for u in user_ids]
         packages = evidence_packages(user_ids, texts, latest, vectors, style, labels, facets_config)
         self.store.write_clusters(packages)
@@ -203,8 +208,11 @@ class Build:
         with self.progress.stage("induce facet schema", total=1) as advance:
             schema = induce_schema(llm, packages, facets_config)
             advance(1)
-        return schema, {"clusters": len(packages), "cluster_sizes": [p.size for p in packages],
-                        "llm": llm.stats.to_dict()}
+        return schema, {
+            "clusters": len(packages),
+            "cluster_sizes": [p.size for p in packages],
+            "llm": llm.stats.to_dict(),
+        }
 
     def _summarizer(self, schema: FacetSchema) -> Summarizer:
         kind = self.config.summary.summarizer
@@ -244,8 +252,14 @@ class Build:
                 fallbacks.update(s.fallback.split(":")[0] for s in states if s.fallback)
                 dropped += sum(s.dropped_quotes for s in states)
                 advance(len(batch))
-        details = {"summarizer": summarizer.method, "users": len(todo), "reused": len(done),
-                   "labels": dict(labels), "fallbacks": dict(fallbacks), "dropped_quotes": dropped}
+        details = {
+            "summarizer": summarizer.method,
+            "users": len(todo),
+            "reused": len(done),
+            "labels": dict(labels),
+            "fallbacks": dict(fallbacks),
+            "dropped_quotes": dropped,
+        }
         if isinstance(summarizer, AbstractiveSummarizer):
             details["llm"] = summarizer.llm.stats.to_dict()
         return details

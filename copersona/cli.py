@@ -33,7 +33,9 @@ class RichProgress:
         console.print(f"[dim]{text}[/dim]")
 
 
-def _config(path: Optional[Path], llm: Optional[str], embedder: Optional[str], summarizer: Optional[str]) -> BuildConfig:
+def _config(
+    path: Optional[Path], llm: Optional[str], embedder: Optional[str], summarizer: Optional[str]
+) -> BuildConfig:
     config = BuildConfig.load(path) if path else BuildConfig()
     if llm:
         config.llm = llm
@@ -50,17 +52,25 @@ def backends_for(config: BuildConfig):
     from copersona.backends.llm import LLM
     from copersona.build import Backends
 
-    return Backends(embedder_factory=lambda: load_embedder(config.embedder),
-                    llm_factory=lambda store: LLM(load_llm_backend(config.llm), cache=store))
+    return Backends(
+        embedder_factory=lambda: load_embedder(config.embedder),
+        llm_factory=lambda store: LLM(load_llm_backend(config.llm), cache=store),
+    )
 
 
 @app.command()
 def build(
-    data: Annotated[Path, typer.Argument(help="Data file or folder (Amazon 2014/2023, the 2023 sample, DPL JSON lines).")],
+    data: Annotated[
+        Path, typer.Argument(help="Data file or folder (Amazon 2014/2023, the 2023 sample, DPL JSON lines).")
+    ],
     store: Annotated[Path, typer.Option(help="The store file (SQLite); created or resumed.")],
     config: Annotated[Optional[Path], typer.Option(help="Config file (TOML or JSON); see `copersona config`.")] = None,
-    limit_users: Annotated[Optional[int], typer.Option(help="Keep at most N users (first by id) after filtering.")] = None,
-    llm: Annotated[Optional[str], typer.Option(help="LLM spec: smollm2, llamacpp:PATH, openai:MODEL@URL, hf:PATH.")] = None,
+    limit_users: Annotated[
+        Optional[int], typer.Option(help="Keep at most N users (first by id) after filtering.")
+    ] = None,
+    llm: Annotated[
+        Optional[str], typer.Option(help="LLM spec: smollm2, llamacpp:PATH, openai:MODEL@URL, hf:PATH.")
+    ] = None,
     embedder: Annotated[Optional[str], typer.Option(help="Embedder spec: minilm or st:NAME_OR_PATH.")] = None,
     summarizer: Annotated[Optional[str], typer.Option(help="extractive (default) or abstractive.")] = None,
     batch_users: Annotated[int, typer.Option(help="Users whose facet states are written per transaction.")] = 32,
@@ -104,8 +114,10 @@ def inspect(
 
 def _print_overview(data: dict) -> None:
     out = Console()
-    out.print(f"[bold]{data['store']}[/bold]: {data['users']} users, examples {data['examples']}, "
-              f"embedder {data['embedder']}, summarizer {data['summarizer']}")
+    out.print(
+        f"[bold]{data['store']}[/bold]: {data['users']} users, examples {data['examples']}, "
+        f"embedder {data['embedder']}, summarizer {data['summarizer']}"
+    )
     schema = data["schema"]
     out.print(f"facet schema ({schema['source']}): {schema['note']}")
     for facet in schema["facets"]:
@@ -115,13 +127,20 @@ def _print_overview(data: dict) -> None:
     for facet in schema["facets"]:
         counts = data["reliability"].get(facet["key"], {})
         edges = data["edges"].get(facet["key"], {})
-        table.add_row(facet["name"], *[str(counts.get(level, 0)) for level in levels], str(edges.get("edges", 0)),
-                      str(edges.get("users_with_edges", 0)), f"{edges.get('mean_weight', 0):.3f}")
+        table.add_row(
+            facet["name"],
+            *[str(counts.get(level, 0)) for level in levels],
+            str(edges.get("edges", 0)),
+            str(edges.get("users_with_edges", 0)),
+            f"{edges.get('mean_weight', 0):.3f}",
+        )
     out.print(table)
     bias = data["facet_biased"]
     out.print(f"facet-biased users (a facet no stronger than moderate): {bias['users']} ({bias['fraction']:.1%})")
-    out.print(f"quotes kept {data['quotes']['kept']}, dropped {data['quotes']['dropped']}; "
-              f"fallbacks {data['fallbacks'] or 'none'}; LLM cache {data['llm_cache']}")
+    out.print(
+        f"quotes kept {data['quotes']['kept']}, dropped {data['quotes']['dropped']}; "
+        f"fallbacks {data['fallbacks'] or 'none'}; LLM cache {data['llm_cache']}"
+    )
     for load in data["load"]:
         out.print(f"load {load['source']}: read {load['read']}, kept {load['kept']}, dropped {load['dropped']}")
     runs = Table("stage", "status", "seconds", title="run log")
@@ -132,8 +151,9 @@ def _print_overview(data: dict) -> None:
 
 def _print_user(data: dict) -> None:
     out = Console()
-    out.print(f"[bold]{data['user_id']}[/bold]: {data['profile_reviews']} profile reviews, "
-              f"{data['heldout_reviews']} held out")
+    out.print(
+        f"[bold]{data['user_id']}[/bold]: {data['profile_reviews']} profile reviews, {data['heldout_reviews']} held out"
+    )
     for facet in data["facets"]:
         out.rule(f"{facet['facet']} - {facet['reliability']}")
         out.print(facet["summary"] or "[dim](no evidence)[/dim]")
@@ -165,18 +185,39 @@ def check_graph_command(
         embedder = load_embedder(db.get_meta("pinned_config")["embedder"])
         with console.status("scoring neighbours against random peers"):
             results = check_graph(db, embedder, neighbours=neighbours, max_users=max_users)
-        payload = {"store": str(store), "summarizer": db.get_meta("summarizer"), "neighbours": neighbours,
-                   "results": [r.to_dict() for r in results]}
+        payload = {
+            "store": str(store),
+            "summarizer": db.get_meta("summarizer"),
+            "neighbours": neighbours,
+            "results": [r.to_dict() for r in results],
+        }
     if out:
         out.write_text(json.dumps(payload, indent=2))
     if as_json:
         typer.echo(json.dumps(payload, indent=2))
         return
-    table = Table("graph", "users", "cosine nb", "cosine rnd", "cosine lift [95% CI]", "ROUGE-L nb", "ROUGE-L rnd",
-                  "ROUGE-L lift [95% CI]", title=f"neighbours vs random peers ({payload['summarizer']} facets)")
+    table = Table(
+        "graph",
+        "users",
+        "cosine nb",
+        "cosine rnd",
+        "cosine lift [95% CI]",
+        "ROUGE-L nb",
+        "ROUGE-L rnd",
+        "ROUGE-L lift [95% CI]",
+        title=f"neighbours vs random peers ({payload['summarizer']} facets)",
+    )
     for r in results:
-        table.add_row(r.graph, str(r.users), f"{r.cosine.mean:.4f}", f"{r.cosine_random:.4f}", str(r.cosine_lift),
-                      f"{r.rouge_l.mean:.4f}", f"{r.rouge_l_random:.4f}", str(r.rouge_l_lift))
+        table.add_row(
+            r.graph,
+            str(r.users),
+            f"{r.cosine.mean:.4f}",
+            f"{r.cosine_random:.4f}",
+            str(r.cosine_lift),
+            f"{r.rouge_l.mean:.4f}",
+            f"{r.rouge_l_random:.4f}",
+            str(r.rouge_l_lift),
+        )
     Console().print(table)
 
 

@@ -14,10 +14,11 @@ Unknown sections or keys are an error, so a typo never silently falls back to a 
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -108,11 +109,11 @@ class BuildConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "BuildConfig":
+    def from_dict(cls, raw: dict) -> BuildConfig:
         return _from_dict(cls, raw, "config")
 
     @classmethod
-    def load(cls, path: str | Path) -> "BuildConfig":
+    def load(cls, path: str | Path) -> BuildConfig:
         path = Path(path)
         text = path.read_text(encoding="utf-8")
         try:

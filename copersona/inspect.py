@@ -39,7 +39,11 @@ def overview(store: Store) -> dict:
         "examples": dict(examples),
         "embedder": store.get_meta("pinned_config", {}).get("embedder"),
         "summarizer": store.get_meta("summarizer"),
-        "schema": {"source": schema.source, "note": schema.note, "facets": [{"key": f.key, **f.model_dump()} for f in schema.facets]},
+        "schema": {
+            "source": schema.source,
+            "note": schema.note,
+            "facets": [{"key": f.key, **f.model_dump()} for f in schema.facets],
+        },
         "reliability": {k: {level: labels[k][level] for level in RELIABILITY_LEVELS} for k in labels},
         "edges": edges,
         "facet_biased": {"users": biased, "fraction": round(biased / users, 4) if users else 0.0},
@@ -48,8 +52,11 @@ def overview(store: Store) -> dict:
         "llm_cache": store.cache_stats(),
         "load": [{k: r[k] for k in ("source", "read", "kept", "dropped", "notes")} for r in store.load_reports()],
         "runs": [
-            {"stage": r["stage"], "status": r["status"],
-             "seconds": round(r["finished"] - r["started"], 2) if r["finished"] else None}
+            {
+                "stage": r["stage"],
+                "status": r["status"],
+                "seconds": round(r["finished"] - r["started"], 2) if r["finished"] else None,
+            }
             for r in store.runs()
         ],
     }
@@ -63,18 +70,26 @@ def user_persona(store: Store, user_id: str, neighbours: int = 3) -> dict:
     schema = store.schema()
     by_facet = defaultdict(list)
     for edge in store.edges(source=user_id):
-        by_facet[edge.facet_key].append({"user_id": edge.target, "weight": round(edge.weight, 4),
-                                         "similarity": round(edge.similarity, 4)})
+        by_facet[edge.facet_key].append(
+            {"user_id": edge.target, "weight": round(edge.weight, 4), "similarity": round(edge.similarity, 4)}
+        )
     history, ranks = store.history(user_id)
     return {
         "user_id": user_id,
         "profile_reviews": sum(r is None for r in ranks),
         "heldout_reviews": sum(r is not None for r in ranks),
         "facets": [
-            {"facet": f.name, "key": f.key, "reliability": states[f.key].reliability,
-             "summary": states[f.key].summary, "quotes": states[f.key].quotes,
-             "fallback": states[f.key].fallback, "neighbours": by_facet.get(f.key, [])}
-            for f in schema.facets if f.key in states
+            {
+                "facet": f.name,
+                "key": f.key,
+                "reliability": states[f.key].reliability,
+                "summary": states[f.key].summary,
+                "quotes": states[f.key].quotes,
+                "fallback": states[f.key].fallback,
+                "neighbours": by_facet.get(f.key, []),
+            }
+            for f in schema.facets
+            if f.key in states
         ],
         "combined_neighbours": [n.model_dump() for n in store.neighbours(user_id, limit=neighbours)],
     }

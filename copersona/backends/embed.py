@@ -23,8 +23,15 @@ class Embedder(ABC):
 
 
 class SentenceTransformerEmbedder(Embedder):
-    def __init__(self, name_or_path: str, *, model_id: str | None = None, batch_size: int = 64,
-                 max_seq_length: int | None = None, device: str | None = None):
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        model_id: str | None = None,
+        batch_size: int = 64,
+        max_seq_length: int | None = None,
+        device: str | None = None,
+    ):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights are local; never reach for a hub
         from sentence_transformers import SentenceTransformer
 
@@ -32,15 +39,23 @@ class SentenceTransformerEmbedder(Embedder):
         if max_seq_length:
             self.model.max_seq_length = max_seq_length
         self.model_id = model_id or f"st:{name_or_path}"
-        self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
-                       else self.model.get_sentence_embedding_dimension())
+        self.dim = int(
+            self.model.get_embedding_dimension()
+            if hasattr(self.model, "get_embedding_dimension")
+            else self.model.get_sentence_embedding_dimension()
+        )
         self.batch_size = batch_size
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.asarray(vectors, dtype=np.float32)
 
 

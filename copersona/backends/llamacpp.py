@@ -87,8 +87,15 @@ class LlamaCppBackend(LLMBackend):
     shared with other work, fewer threads can be much faster: threads wait on each other at every op.
     """
 
-    def __init__(self, model_path: str | Path, *, n_ctx: int = 8192, n_threads: int | None = None,
-                 seed: int = 0, verbose: bool = False):
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        n_ctx: int = 8192,
+        n_threads: int | None = None,
+        seed: int = 0,
+        verbose: bool = False,
+    ):
         try:
             from llama_cpp import Llama
         except ImportError as err:
@@ -100,8 +107,14 @@ class LlamaCppBackend(LLMBackend):
         # A window beyond the trained length only degrades answers and wastes KV-cache memory.
         self.context_window = min(n_ctx, trained) if trained else n_ctx
         self.model_id = f"llamacpp:{path.name}"
-        self._llm = Llama(model_path=str(path), n_ctx=self.context_window, n_threads=n_threads,
-                          n_threads_batch=n_threads, seed=seed, verbose=verbose)
+        self._llm = Llama(
+            model_path=str(path),
+            n_ctx=self.context_window,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            seed=seed,
+            verbose=verbose,
+        )
 
     def complete(self, requests: list[Request]) -> list[Completion]:
         return [self._complete_one(request) for request in requests]

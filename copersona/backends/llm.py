@@ -37,12 +37,16 @@ class Request:
     json_schema: str | None = None  # JSON text, so the request stays hashable
 
     @classmethod
-    def chat(cls, messages: list[Message], **params) -> "Request":
+    def chat(cls, messages: list[Message], **params) -> Request:
         schema = params.pop("json_schema", None)
         if isinstance(schema, dict):
             schema = json.dumps(schema, sort_keys=True)
-        return cls(messages=tuple((m["role"], m["content"]) for m in messages), json_schema=schema,
-                   stop=tuple(params.pop("stop", ())), **params)
+        return cls(
+            messages=tuple((m["role"], m["content"]) for m in messages),
+            json_schema=schema,
+            stop=tuple(params.pop("stop", ())),
+            **params,
+        )
 
     def message_dicts(self) -> list[Message]:
         return [{"role": role, "content": content} for role, content in self.messages]
@@ -130,7 +134,7 @@ def extract_json(text: str) -> object:
 class LLM:
     """A backend with a cache in the store, structured output and counters."""
 
-    def __init__(self, backend: LLMBackend, cache: "Store | None" = None):
+    def __init__(self, backend: LLMBackend, cache: Store | None = None):
         self.backend = backend
         self.cache = cache
         self.stats = LLMStats()
@@ -167,8 +171,13 @@ class LLM:
                 self.stats.seconds += completion.seconds
                 if self.cache is not None:
                     self.cache.cache_put(
-                        self.cache_key(requests[i]), self.backend.model_id, requests[i].to_dict(), completion.text,
-                        completion.prompt_tokens, completion.completion_tokens, completion.seconds,
+                        self.cache_key(requests[i]),
+                        self.backend.model_id,
+                        requests[i].to_dict(),
+                        completion.text,
+                        completion.prompt_tokens,
+                        completion.completion_tokens,
+                        completion.seconds,
                     )
         return results  # type: ignore[return-value]
 
@@ -192,8 +201,9 @@ class LLM:
         schema = json_schema or model.model_json_schema()
         raw, error = "", ""
         for attempt in range(retries + 1):
-            request = Request.chat(messages, temperature=temperature, max_tokens=max_tokens,
-                                   seed=seed + attempt, json_schema=schema)
+            request = Request.chat(
+                messages, temperature=temperature, max_tokens=max_tokens, seed=seed + attempt, json_schema=schema
+            )
             raw = self.generate([request])[0].text
             try:
                 return Structured(value=model.model_validate(extract_json(raw)), raw=raw, attempts=attempt + 1)

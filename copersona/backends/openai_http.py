@@ -67,9 +67,18 @@ def _server_message(response: httpx.Response) -> str:
 class OpenAICompatibleBackend(LLMBackend):
     """Chat completions from ``{base_url}/chat/completions``."""
 
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 60.0,
-                 max_retries: int = 4, backoff: float = 0.5, max_concurrency: int = 4,
-                 context_window: int | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        max_concurrency: int = 4,
+        context_window: int | None = None,
+    ):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.model_id = f"openai:{model}@{self.base_url}"
@@ -126,7 +135,8 @@ class OpenAICompatibleBackend(LLMBackend):
         if schema is not None:
             if structured_format == "json_schema":
                 payload["response_format"] = {
-                    "type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True},
+                    "type": "json_schema",
+                    "json_schema": {"name": "output", "schema": schema, "strict": True},
                 }
             else:
                 # llama.cpp servers constrain json_object by an attached schema; others ignore the key.

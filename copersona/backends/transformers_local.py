@@ -50,8 +50,15 @@ def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
 class TransformersBackend(LLMBackend):
     """AutoModelForCausalLM + AutoTokenizer from local files only; never reaches for a hub."""
 
-    def __init__(self, path_or_name: str | Path, *, gguf_file: str | None = None, device: str = "auto",
-                 dtype: str = "auto", batch_size: int = 8):
+    def __init__(
+        self,
+        path_or_name: str | Path,
+        *,
+        gguf_file: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+    ):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             import torch
@@ -91,8 +98,10 @@ class TransformersBackend(LLMBackend):
     def _generate(self, batch: list[Request]) -> list[Completion]:
         """One generate() call for requests that share their decoding parameters."""
         torch, first = self._torch, batch[0]
-        prompts = [self.tokenizer.apply_chat_template(r.message_dicts(), add_generation_prompt=True, tokenize=False)
-                   for r in batch]
+        prompts = [
+            self.tokenizer.apply_chat_template(r.message_dicts(), add_generation_prompt=True, tokenize=False)
+            for r in batch
+        ]
         inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         greedy = first.temperature <= 0
         sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": first.temperature}
@@ -100,17 +109,28 @@ class TransformersBackend(LLMBackend):
         started = time.perf_counter()
         torch.manual_seed(first.seed)
         with torch.inference_mode():
-            output = self.model.generate(**inputs, max_new_tokens=first.max_tokens,
-                                         pad_token_id=self.tokenizer.pad_token_id, **sampling, **stopping)
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=first.max_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **sampling,
+                **stopping,
+            )
         seconds = (time.perf_counter() - started) / len(batch)
-        new_tokens = output[:, inputs["input_ids"].shape[1]:].tolist()
+        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
         completions = []
         for request, tokens, prompt_length in zip(batch, new_tokens, prompt_lengths, strict=True):
             length = next((k for k, token in enumerate(tokens) if token in self._end_ids), len(tokens))
             text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
-            completions.append(Completion(text=_cut_at_stop(text, request.stop), prompt_tokens=int(prompt_length),
-                                          completion_tokens=length, seconds=seconds))
+            completions.append(
+                Completion(
+                    text=_cut_at_stop(text, request.stop),
+                    prompt_tokens=int(prompt_length),
+                    completion_tokens=length,
+                    seconds=seconds,
+                )
+            )
         return completions
 
     def count_tokens(self, text: str) -> int:

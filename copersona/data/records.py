@@ -78,7 +78,7 @@ class LoadReport:
         if self.dropped[reason] <= MAX_ISSUES_KEPT:
             self.issues.append({"reason": reason, "file": path, "line": line, "detail": detail[:200]})
 
-    def merge(self, other: "LoadReport") -> None:
+    def merge(self, other: LoadReport) -> None:
         """Add another report's counts into this one (a later stage over the same records)."""
         self.read += other.read
         self.kept += other.kept

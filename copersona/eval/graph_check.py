@@ -40,9 +40,13 @@ class GraphLift:
 
     def to_dict(self) -> dict:
         return {
-            "graph": self.graph, "users": self.users, "cosine": self.cosine.to_dict(),
-            "cosine_random": self.cosine_random, "cosine_lift": self.cosine_lift.to_dict(),
-            "rouge_l": self.rouge_l.to_dict(), "rouge_l_random": self.rouge_l_random,
+            "graph": self.graph,
+            "users": self.users,
+            "cosine": self.cosine.to_dict(),
+            "cosine_random": self.cosine_random,
+            "cosine_lift": self.cosine_lift.to_dict(),
+            "rouge_l": self.rouge_l.to_dict(),
+            "rouge_l_random": self.rouge_l_random,
             "rouge_l_lift": self.rouge_l_lift.to_dict(),
         }
 
@@ -88,8 +92,15 @@ class _Similarities:
         return float(pairs[:, 0].mean()), float(pairs[:, 1].mean())
 
 
-def check_graph(store: Store, embedder: Embedder, *, neighbours: int = 3, random_peers: int = 15,
-                seed: int = 0, max_users: int | None = None) -> list[GraphLift]:
+def check_graph(
+    store: Store,
+    embedder: Embedder,
+    *,
+    neighbours: int = 3,
+    random_peers: int = 15,
+    seed: int = 0,
+    max_users: int | None = None,
+) -> list[GraphLift]:
     """Lift over random peers for each facet layer, the combined graph and a global kNN graph."""
     schema = store.schema()
     if schema is None or store.count("edges") == 0:
@@ -109,14 +120,20 @@ def check_graph(store: Store, embedder: Embedder, *, neighbours: int = 3, random
     for facet in schema.facets:
         layer: dict[str, list[str]] = {}
         for edge in store.edges(facet_key=facet.key):
-            if edge.source in sims.targets and edge.target in reviews and len(layer.setdefault(edge.source, [])) < neighbours:
+            if (
+                edge.source in sims.targets
+                and edge.target in reviews
+                and len(layer.setdefault(edge.source, [])) < neighbours
+            ):
                 layer[edge.source].append(edge.target)
         peer_sets[f"facet:{facet.key}"] = layer
     peer_sets["combined"] = {
         u: [n.user_id for n in store.neighbours(u) if n.user_id in reviews][:neighbours] for u in users
     }
     profile_ids, profile_vectors = store.profile_vectors()
-    global_edges = global_knn(profile_ids, profile_vectors, neighbours, store.get_meta("build_config")["graph"]["min_similarity"])
+    global_edges = global_knn(
+        profile_ids, profile_vectors, neighbours, store.get_meta("build_config")["graph"]["min_similarity"]
+    )
     global_layer: dict[str, list[str]] = {}
     for edge in global_edges:
         if edge.target in reviews:
@@ -135,11 +152,16 @@ def check_graph(store: Store, embedder: Embedder, *, neighbours: int = 3, random
         if not rows:
             continue
         table = np.array(rows)
-        results.append(GraphLift(
-            graph=name, users=len(rows),
-            cosine=bootstrap_mean(table[:, 0], seed=seed), cosine_random=float(table[:, 2].mean()),
-            cosine_lift=bootstrap_mean(table[:, 0] - table[:, 2], seed=seed),
-            rouge_l=bootstrap_mean(table[:, 1], seed=seed), rouge_l_random=float(table[:, 3].mean()),
-            rouge_l_lift=bootstrap_mean(table[:, 1] - table[:, 3], seed=seed),
-        ))
+        results.append(
+            GraphLift(
+                graph=name,
+                users=len(rows),
+                cosine=bootstrap_mean(table[:, 0], seed=seed),
+                cosine_random=float(table[:, 2].mean()),
+                cosine_lift=bootstrap_mean(table[:, 0] - table[:, 2], seed=seed),
+                rouge_l=bootstrap_mean(table[:, 1], seed=seed),
+                rouge_l_random=float(table[:, 3].mean()),
+                rouge_l_lift=bootstrap_mean(table[:, 1] - table[:, 3], seed=seed),
+            )
+        )
     return results

@@ -61,8 +61,9 @@ def evidence_packages(
     ``texts`` are the users' profile texts (tau_u) and ``recent_reviews`` one recent review text per
     user, from which the medoids' excerpts are cut.
     """
-    vectorizer = TfidfVectorizer(stop_words="english", max_df=0.8, min_df=min(2, len(texts)),
-                                 token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b")
+    vectorizer = TfidfVectorizer(
+        stop_words="english", max_df=0.8, min_df=min(2, len(texts)), token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b"
+    )
     tfidf = vectorizer.fit_transform(texts)
     vocabulary = np.array(vectorizer.get_feature_names_out())
     packages = []
@@ -95,6 +96,7 @@ def _excerpt(text: str, limit: int) -> str:
 
 
 # -- LLM induction -----------------------------------------------------------------------------
+
 
 class _InducedFacet(BaseModel):
     name: str = Field(max_length=40)
@@ -141,8 +143,13 @@ def induce_schema(llm: LLM, packages: list[ClusterEvidence], config: FacetConfig
     schema = _InducedSchema.model_json_schema()
     schema["properties"]["facets"].update(minItems=config.num_facets, maxItems=config.num_facets)
     answer = llm.generate_structured(
-        induction_messages(packages, config.num_facets), _InducedSchema,
-        temperature=0.2, max_tokens=1500, retries=2, seed=config.seed, json_schema=schema,
+        induction_messages(packages, config.num_facets),
+        _InducedSchema,
+        temperature=0.2,
+        max_tokens=1500,
+        retries=2,
+        seed=config.seed,
+        json_schema=schema,
     )
     if not answer.ok:
         return builtin_schema(config.num_facets, note=f"LLM schema unusable ({answer.error}); built-in schema used")
@@ -160,6 +167,7 @@ def induce_schema(llm: LLM, packages: list[ClusterEvidence], config: FacetConfig
 
 
 # -- validation and the other sources ------------------------------------------------------------
+
 
 def _words(text: str) -> set[str]:
     return set(re.findall(r"[a-z]+", text.lower()))

@@ -84,6 +84,7 @@ class Summarizer(ABC):
 
 # -- extractive ---------------------------------------------------------------------------------
 
+
 class ExtractiveSummarizer(Summarizer):
     """Facet text from the user's own sentences; reliability from the evidence's strength.
 
@@ -151,8 +152,13 @@ class ExtractiveSummarizer(Summarizer):
             positive = totals[:, m][totals[:, m] > 0]
             cutoffs.append(np.quantile(positive, [1 / 3, 2 / 3]) if len(positive) else [np.inf, np.inf])
         self.cutoffs = np.array(cutoffs, dtype=np.float64)
-        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "cutoffs": self.cutoffs.tolist(),
-                "sample_users": len(sample), "sentences": int(len(all_scores))}
+        return {
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "cutoffs": self.cutoffs.tolist(),
+            "sample_users": len(sample),
+            "sentences": int(len(all_scores)),
+        }
 
     def load_calibration(self, calibration: dict) -> None:
         self.mean = np.array(calibration["mean"])
@@ -186,17 +192,26 @@ class ExtractiveSummarizer(Summarizer):
                 top = list(dict.fromkeys(sentences[i] for i in ranked))[: self.config.summary_sentences]
                 quotes, dropped = verify_quotes(
                     [_clip(s, self.config.quote_max_chars) for s in top[: self.config.max_quotes]],
-                    texts, self.config.max_quotes, self.config.quote_max_chars,
+                    texts,
+                    self.config.max_quotes,
+                    self.config.quote_max_chars,
                 )
-                out.append(FacetSummary(
-                    user_id=user, facet_key=facet.key, summary=" ".join(top), quotes=quotes,
-                    reliability=self._label(m, float(z[rows, m].sum()), len(rows)),
-                    method=self.method, dropped_quotes=dropped,
-                ))
+                out.append(
+                    FacetSummary(
+                        user_id=user,
+                        facet_key=facet.key,
+                        summary=" ".join(top),
+                        quotes=quotes,
+                        reliability=self._label(m, float(z[rows, m].sum()), len(rows)),
+                        method=self.method,
+                        dropped_quotes=dropped,
+                    )
+                )
         return out
 
 
 # -- abstractive --------------------------------------------------------------------------------
+
 
 class _FacetAnswer(BaseModel):
     facet: str
@@ -243,7 +258,9 @@ class AbstractiveSummarizer(Summarizer):
         """Nothing to load: labels come from the LLM."""
 
     def _messages(self, aliases: dict[str, str], profiles: Profiles) -> list[dict[str, str]]:
-        facets = "\n".join(f"- {f.key}: {f.definition} Values: {f.values}. Rubric: {f.rubric}" for f in self.schema.facets)
+        facets = "\n".join(
+            f"- {f.key}: {f.definition} Values: {f.values}. Rubric: {f.rubric}" for f in self.schema.facets
+        )
         users = []
         for alias, user in aliases.items():
             reviews = "\n".join(
@@ -251,9 +268,10 @@ class AbstractiveSummarizer(Summarizer):
             )
             users.append(f'<user id="{alias}">\n{reviews}\n</user>')
         prompt = (
-            f"Facets:\n{facets}\n\nUsers:\n" + "\n".join(users)
-            + f"\n\nReturn {{\"users\": [{{\"user\": id, \"facets\": [{{\"facet\", \"summary\", \"quotes\", "
-            f"\"reliability\"}} for each of the {len(self.schema.facets)} facets]}} for each user]}}."
+            f"Facets:\n{facets}\n\nUsers:\n"
+            + "\n".join(users)
+            + f'\n\nReturn {{"users": [{{"user": id, "facets": [{{"facet", "summary", "quotes", '
+            f'"reliability"}} for each of the {len(self.schema.facets)} facets]}} for each user]}}.'
         )
         return [{"role": "system", "content": ABSTRACTIVE_SYSTEM}, {"role": "user", "content": prompt}]
 
@@ -263,8 +281,11 @@ class AbstractiveSummarizer(Summarizer):
             "properties": {
                 "facet": {"type": "string", "enum": [f.key for f in self.schema.facets]},
                 "summary": {"type": "string", "maxLength": 300},
-                "quotes": {"type": "array", "items": {"type": "string", "maxLength": self.config.quote_max_chars},
-                           "maxItems": self.config.max_quotes},
+                "quotes": {
+                    "type": "array",
+                    "items": {"type": "string", "maxLength": self.config.quote_max_chars},
+                    "maxItems": self.config.max_quotes,
+                },
                 "reliability": {"type": "string", "enum": list(RELIABILITY_LEVELS)},
             },
             "required": ["facet", "summary", "quotes", "reliability"],
@@ -272,12 +293,19 @@ class AbstractiveSummarizer(Summarizer):
         count = len(self.schema.facets)
         user = {
             "type": "object",
-            "properties": {"user": {"type": "string", "enum": aliases},
-                           "facets": {"type": "array", "items": facet, "minItems": count, "maxItems": count}},
+            "properties": {
+                "user": {"type": "string", "enum": aliases},
+                "facets": {"type": "array", "items": facet, "minItems": count, "maxItems": count},
+            },
             "required": ["user", "facets"],
         }
-        return {"type": "object", "properties": {"users": {"type": "array", "items": user, "minItems": len(aliases),
-                                                           "maxItems": len(aliases)}}, "required": ["users"]}
+        return {
+            "type": "object",
+            "properties": {
+                "users": {"type": "array", "items": user, "minItems": len(aliases), "maxItems": len(aliases)}
+            },
+            "required": ["users"],
+        }
 
     def _fits(self, messages: list[dict[str, str]]) -> bool:
         tokens = sum(self.llm.backend.count_tokens(m["content"]) for m in messages)
@@ -302,8 +330,12 @@ class AbstractiveSummarizer(Summarizer):
     def _summarize_call(self, users: list[str], profiles: Profiles) -> list[FacetSummary]:
         aliases = self._aliases(users)
         answer = self.llm.generate_structured(
-            self._messages(aliases, profiles), _BatchAnswer, temperature=self.config.temperature,
-            max_tokens=self.config.max_tokens, retries=self.config.retries, json_schema=self._json_schema(list(aliases)),
+            self._messages(aliases, profiles),
+            _BatchAnswer,
+            temperature=self.config.temperature,
+            max_tokens=self.config.max_tokens,
+            retries=self.config.retries,
+            json_schema=self._json_schema(list(aliases)),
         )
         by_alias = {u.user: u for u in answer.value.users} if answer.ok else {}
         out = []
@@ -313,13 +345,32 @@ class AbstractiveSummarizer(Summarizer):
             for facet in self.schema.facets:
                 item = given.get(facet.key)
                 if item is None or item.reliability not in RELIABILITY_LEVELS:
-                    reason = (answer.error or "LLM answer lacks this user") if alias not in by_alias else (
-                        "LLM answer lacks this facet" if item is None else f"invalid label {item.reliability!r}")
-                    out.append(FacetSummary(user_id=user, facet_key=facet.key, summary="", reliability="none",
-                                            method=self.method, fallback=reason[:300]))
+                    reason = (
+                        (answer.error or "LLM answer lacks this user")
+                        if alias not in by_alias
+                        else ("LLM answer lacks this facet" if item is None else f"invalid label {item.reliability!r}")
+                    )
+                    out.append(
+                        FacetSummary(
+                            user_id=user,
+                            facet_key=facet.key,
+                            summary="",
+                            reliability="none",
+                            method=self.method,
+                            fallback=reason[:300],
+                        )
+                    )
                     continue
                 quotes, dropped = verify_quotes(item.quotes, texts, self.config.max_quotes, self.config.quote_max_chars)
-                out.append(FacetSummary(user_id=user, facet_key=facet.key, summary=_normalize(item.summary),
-                                        quotes=quotes, reliability=item.reliability, method=self.method,
-                                        dropped_quotes=dropped))
+                out.append(
+                    FacetSummary(
+                        user_id=user,
+                        facet_key=facet.key,
+                        summary=_normalize(item.summary),
+                        quotes=quotes,
+                        reliability=item.reliability,
+                        method=self.method,
+                        dropped_quotes=dropped,
+                    )
+                )
         return out

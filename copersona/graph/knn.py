@@ -141,8 +141,17 @@ def top_k_neighbours(
     if method == "faiss":
         if candidate_factor < 1:
             raise ValueError(f"candidate_factor must be >= 1, got {candidate_factor}")
-        return _approximate(vectors, k, np.float32(min_similarity), weights, query_rows,
-                            candidate_factor, hnsw_m, ef_construction, ef_search)
+        return _approximate(
+            vectors,
+            k,
+            np.float32(min_similarity),
+            weights,
+            query_rows,
+            candidate_factor,
+            hnsw_m,
+            ef_construction,
+            ef_search,
+        )
     raise ValueError(f"unknown search method {method!r}: use 'auto', 'exact' or 'faiss'")
 
 
@@ -242,8 +251,14 @@ def _select(keys: np.ndarray, columns: np.ndarray, k: int) -> tuple[np.ndarray, 
     return positions, chosen
 
 
-def _exact(vectors: np.ndarray, k: int, threshold: np.float32, weights: np.ndarray | None,
-           query_rows: np.ndarray, block_size: int | None) -> Neighbours:
+def _exact(
+    vectors: np.ndarray,
+    k: int,
+    threshold: np.float32,
+    weights: np.ndarray | None,
+    query_rows: np.ndarray,
+    block_size: int | None,
+) -> Neighbours:
     n = vectors.shape[0]
     q = query_rows.size
     result = _padding(q, k, "exact")
@@ -265,16 +280,25 @@ def _exact(vectors: np.ndarray, k: int, threshold: np.float32, weights: np.ndarr
     return result
 
 
-def _approximate(vectors: np.ndarray, k: int, threshold: np.float32, weights: np.ndarray | None,
-                 query_rows: np.ndarray, candidate_factor: int, hnsw_m: int, ef_construction: int,
-                 ef_search: int | None) -> Neighbours:
+def _approximate(
+    vectors: np.ndarray,
+    k: int,
+    threshold: np.float32,
+    weights: np.ndarray | None,
+    query_rows: np.ndarray,
+    candidate_factor: int,
+    hnsw_m: int,
+    ef_construction: int,
+    ef_search: int | None,
+) -> Neighbours:
     n, d = vectors.shape
     q = query_rows.size
     if k == 0 or q == 0:
         return _padding(q, k, "faiss")
     candidates = min(n, k * candidate_factor + 1)  # +1: the query itself is usually its own best hit
-    index = build_hnsw_index(vectors if weights is None else vectors * weights[:, None],
-                             hnsw_m=hnsw_m, ef_construction=ef_construction)
+    index = build_hnsw_index(
+        vectors if weights is None else vectors * weights[:, None], hnsw_m=hnsw_m, ef_construction=ef_construction
+    )
     index.hnsw.efSearch = max(HNSW_MIN_EF_SEARCH, 2 * candidates) if ef_search is None else ef_search
     _, found = index.search(vectors[query_rows], candidates)  # (q, c); -1 where the walk found fewer
     found = found.astype(np.int64, copy=False)

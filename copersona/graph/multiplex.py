@@ -68,8 +68,12 @@ def layer_neighbours(vectors: np.ndarray, reliabilities: Sequence[str], config: 
     if len(reliabilities) != len(vectors):
         raise ValueError(f"{len(vectors)} vectors but {len(reliabilities)} reliability labels")
     return top_k_neighbours(
-        vectors, config.top_k, config.min_similarity, reliability_gates(reliabilities, config),
-        exact_max=config.exact_max_users, candidate_factor=config.candidate_factor,
+        vectors,
+        config.top_k,
+        config.min_similarity,
+        reliability_gates(reliabilities, config),
+        exact_max=config.exact_max_users,
+        candidate_factor=config.candidate_factor,
     )
 
 
@@ -81,12 +85,19 @@ def edges_of(facet_key: str, user_ids: Sequence[str], neighbours: Neighbours) ->
         for rank, (target, similarity, weight) in enumerate(zip(row_indices, row_similarity, row_weight)):
             if target < 0:
                 break  # padding only follows the real neighbours
-            yield Edge(facet_key=facet_key, source=source, target=user_ids[target],
-                       similarity=similarity, weight=weight, rank=rank)
+            yield Edge(
+                facet_key=facet_key,
+                source=source,
+                target=user_ids[target],
+                similarity=similarity,
+                weight=weight,
+                rank=rank,
+            )
 
 
-def build_layer(facet_key: str, user_ids: Sequence[str], vectors: np.ndarray, reliabilities: Sequence[str],
-                config: GraphConfig) -> list[Edge]:
+def build_layer(
+    facet_key: str, user_ids: Sequence[str], vectors: np.ndarray, reliabilities: Sequence[str], config: GraphConfig
+) -> list[Edge]:
     """Facet layer m as edges: each user's top-K peers by omega(r_u) omega(r_v) cos(e_u, e_v).
 
     Parameters
@@ -150,14 +161,21 @@ def build_graph(store: Store, config: GraphConfig, facet_keys: Sequence[str]) ->
             "method": neighbours.method,
         }
     # Edge records are made as they are written, so only the compact arrays are held at once.
-    store.replace_edges(edge for facet_key, user_ids, neighbours in layers
-                        for edge in edges_of(facet_key, user_ids, neighbours))
+    store.replace_edges(
+        edge for facet_key, user_ids, neighbours in layers for edge in edges_of(facet_key, user_ids, neighbours)
+    )
     return counts
 
 
-def global_knn(user_ids: Sequence[str], vectors: np.ndarray, k: int, min_similarity: float, *,
-               exact_max: int = GraphConfig.exact_max_users,
-               candidate_factor: int = GraphConfig.candidate_factor) -> list[Edge]:
+def global_knn(
+    user_ids: Sequence[str],
+    vectors: np.ndarray,
+    k: int,
+    min_similarity: float,
+    *,
+    exact_max: int = GraphConfig.exact_max_users,
+    candidate_factor: int = GraphConfig.candidate_factor,
+) -> list[Edge]:
     """The single-graph baseline: each user's top-K peers by plain cosine, no facets, no gating.
 
     Parameters

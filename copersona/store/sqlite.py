@@ -27,8 +27,15 @@ from copersona.graph.records import Edge, Neighbour
 SCHEMA_VERSION = 1
 
 _INTERACTION_COLUMNS = (
-    "user_id", "item_id", "timestamp", "rating", "review_title", "text",
-    "item_title", "item_description", "item_category",
+    "user_id",
+    "item_id",
+    "timestamp",
+    "rating",
+    "review_title",
+    "text",
+    "item_title",
+    "item_description",
+    "item_category",
 )
 
 
@@ -57,38 +64,38 @@ class Store:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(uri, uri=read_only, isolation_level=None, timeout=30.0)
-        self._db.execute("PRAGMA foreign_keys = ON")
-        if not read_only:
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._migrate()
-        else:
-            self._check_version()
+        try:
+            if read_only:
+                self._check_version()
+            else:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._migrate()
+        except sqlite3.DatabaseError as err:
+            self._db.close()
+            raise StoreError(f"{self.path}: not a CoPersona store ({err})") from err
+        except StoreError:
+            self._db.close()
+            raise
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _check_version(self) -> int:
-        try:
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        except sqlite3.DatabaseError as err:
-            raise StoreError(f"{self.path}: not a CoPersona store ({err})") from err
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         version = json.loads(row[0]) if row else 0
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: store schema {version} is newer than this code ({SCHEMA_VERSION})")
         return version
 
     def _migrate(self) -> None:
-        try:
-            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        except sqlite3.DatabaseError as err:
-            raise StoreError(f"{self.path}: not a SQLite database ({err})") from err
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         version = self._check_version() if "meta" in tables else 0
         if version < SCHEMA_VERSION:
             script = resources.files("copersona.store").joinpath("schema.sql").read_text()
@@ -144,9 +151,18 @@ class Store:
 
     def runs(self, stage: str | None = None) -> list[dict]:
         query = "SELECT run_id, stage, started, finished, status, details FROM runs"
-        rows = self._db.execute(query + (" WHERE stage = ?" if stage else "") + " ORDER BY run_id", (stage,) if stage else ())
+        rows = self._db.execute(
+            query + (" WHERE stage = ?" if stage else "") + " ORDER BY run_id", (stage,) if stage else ()
+        )
         return [
-            {"run_id": r[0], "stage": r[1], "started": r[2], "finished": r[3], "status": r[4], "details": json.loads(r[5])}
+            {
+                "run_id": r[0],
+                "stage": r[1],
+                "started": r[2],
+                "finished": r[3],
+                "status": r[4],
+                "details": json.loads(r[5]),
+            }
             for r in rows
         ]
 
@@ -265,8 +281,17 @@ class Store:
                 "INSERT OR REPLACE INTO facet_states(user_id, facet_key, summary, quotes, reliability, method, "
                 "fallback, dropped_quotes, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (s.user_id, s.facet_key, s.summary, json.dumps(s.quotes), s.reliability, s.method,
-                     s.fallback, s.dropped_quotes, _blob(v))
+                    (
+                        s.user_id,
+                        s.facet_key,
+                        s.summary,
+                        json.dumps(s.quotes),
+                        s.reliability,
+                        s.method,
+                        s.fallback,
+                        s.dropped_quotes,
+                        _blob(v),
+                    )
                     for s, v in states
                 ],
             )
@@ -296,8 +321,16 @@ class Store:
             args,
         )
         return [
-            FacetSummary(user_id=r[0], facet_key=r[1], summary=r[2], quotes=json.loads(r[3]), reliability=r[4],
-                         method=r[5], fallback=r[6], dropped_quotes=r[7])
+            FacetSummary(
+                user_id=r[0],
+                facet_key=r[1],
+                summary=r[2],
+                quotes=json.loads(r[3]),
+                reliability=r[4],
+                method=r[5],
+                fallback=r[6],
+                dropped_quotes=r[7],
+            )
             for r in rows
         ]
 
@@ -356,8 +389,9 @@ class Store:
             return None
         return {"text": row[0], "prompt_tokens": row[1], "completion_tokens": row[2], "seconds": row[3]}
 
-    def cache_put(self, key: str, model: str, request: dict, text: str, prompt_tokens: int,
-                  completion_tokens: int, seconds: float) -> None:
+    def cache_put(
+        self, key: str, model: str, request: dict, text: str, prompt_tokens: int, completion_tokens: int, seconds: float
+    ) -> None:
         with self.transaction():
             self._db.execute(
                 "INSERT OR REPLACE INTO llm_cache(key, model, request, response, prompt_tokens, completion_tokens, "

@@ -67,14 +67,19 @@ def test_chat_request_is_answered(backend):
 
 
 def test_max_tokens_bounds_the_answer(backend):
-    [completion] = backend.complete([Request.chat([{"role": "user", "content": "Tell me a long story."}],
-                                                  max_tokens=5)])
+    [completion] = backend.complete(
+        [Request.chat([{"role": "user", "content": "Tell me a long story."}], max_tokens=5)]
+    )
     assert completion.completion_tokens == 5
 
 
 def test_stop_sequence_ends_the_answer(backend):
-    request = Request.chat([{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
-                           temperature=0.0, max_tokens=40, stop=["5"])
+    request = Request.chat(
+        [{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
+        temperature=0.0,
+        max_tokens=40,
+        stop=["5"],
+    )
     [completion] = backend.complete([request])
     assert "5" not in completion.text and "6" not in completion.text
 
@@ -88,8 +93,12 @@ def test_same_seed_same_sample_and_batch_keeps_order(backend):
 
 
 def test_json_schema_constrains_the_answer(backend):
-    request = Request.chat([{"role": "user", "content": "Give the capital of France as JSON."}],
-                           temperature=0.0, max_tokens=80, json_schema=Capital.model_json_schema())
+    request = Request.chat(
+        [{"role": "user", "content": "Give the capital of France as JSON."}],
+        temperature=0.0,
+        max_tokens=80,
+        json_schema=Capital.model_json_schema(),
+    )
     [completion] = backend.complete([request])
     answer = Capital.model_validate(json.loads(completion.text))
     assert len(answer.city) <= 24
@@ -97,7 +106,8 @@ def test_json_schema_constrains_the_answer(backend):
 
 def test_structured_output_through_the_client(backend):
     result = LLM(backend).generate_structured(
-        [{"role": "user", "content": "Name the capital of Italy and its country, as JSON."}], Capital, max_tokens=80)
+        [{"role": "user", "content": "Name the capital of Italy and its country, as JSON."}], Capital, max_tokens=80
+    )
     assert result.ok, result.error
     assert result.attempts == 1  # the grammar makes the first answer valid
 

@@ -71,8 +71,12 @@ def test_only_uncached_requests_reach_the_backend(tmp_path):
     with Store(tmp_path / "run.db") as store:
         LLM(ScriptedBackend(["a"]), cache=store).generate([Request.chat(MESSAGES, seed=1)])
         backend = ScriptedBackend(["b"])
-        texts = [c.text for c in LLM(backend, cache=store).generate(
-            [Request.chat(MESSAGES, seed=1), Request.chat(MESSAGES, seed=2)])]
+        texts = [
+            c.text
+            for c in LLM(backend, cache=store).generate(
+                [Request.chat(MESSAGES, seed=1), Request.chat(MESSAGES, seed=2)]
+            )
+        ]
     assert texts == ["a", "b"]
     assert [r.seed for r in backend.requests] == [2]
 
@@ -159,8 +163,9 @@ def test_extract_json_raises_on_text_without_json(text):
 
 
 # -- spec strings ------------------------------------------------------------------------------
-@pytest.mark.parametrize("spec", ["gpt-4", "openai:model-without-server", "openai:@http://localhost:8000/v1",
-                                  "hf:", "llamacpp:", "hf-gguf:"])
+@pytest.mark.parametrize(
+    "spec", ["gpt-4", "openai:model-without-server", "openai:@http://localhost:8000/v1", "hf:", "llamacpp:", "hf-gguf:"]
+)
 def test_unknown_llm_spec_lists_the_forms(spec):
     with pytest.raises(ValueError, match="openai:MODEL@BASE_URL"):
         load_llm_backend(spec)

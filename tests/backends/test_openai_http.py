@@ -46,9 +46,25 @@ def llama_server(tmp_path_factory) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", packaged_smollm2_path(), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                packaged_smollm2_path(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "2048",
+                "--n_threads",
+                "1",
+                "--n_threads_batch",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
@@ -101,7 +117,8 @@ def test_chat_completion_from_the_real_server(served):
 
 def test_structured_output_from_the_real_server(served):
     result = LLM(served).generate_structured(
-        [{"role": "user", "content": "Greet me in French. Answer as JSON."}], Greeting, max_tokens=80)
+        [{"role": "user", "content": "Greet me in French. Answer as JSON."}], Greeting, max_tokens=80
+    )
     assert result.ok, result.error
     # llama-cpp-python's server knows only json_object (with a schema): the backend learned that.
     assert served.structured_format == "json_object"
@@ -122,8 +139,10 @@ Reply = tuple[int, dict]  # status, JSON body
 
 
 def ok_reply(text: str) -> Reply:
-    return 200, {"choices": [{"message": {"role": "assistant", "content": text}}],
-                 "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+    return 200, {
+        "choices": [{"message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+    }
 
 
 class ScriptedServer:
@@ -199,8 +218,9 @@ def chat_only(reply_for: Callable[[dict, int], Reply]) -> Callable[[str, dict, i
 
 
 @contextmanager
-def scripted_backend(reply_for: Callable[[dict, int], Reply],
-                     **options) -> Iterator[tuple[ScriptedServer, OpenAICompatibleBackend]]:
+def scripted_backend(
+    reply_for: Callable[[dict, int], Reply], **options
+) -> Iterator[tuple[ScriptedServer, OpenAICompatibleBackend]]:
     with ScriptedServer(chat_only(reply_for)) as server:
         backend = OpenAICompatibleBackend(server.base_url, "m", backoff=0.05, **options)
         try:
@@ -225,8 +245,10 @@ def test_transient_errors_are_retried_with_backoff(status):
 
 def test_client_errors_raise_at_once_with_the_server_message():
     refuse = lambda body, n: (400, {"error": {"message": "max_tokens is too large"}})  # noqa: E731
-    with scripted_backend(refuse) as (server, backend), \
-            pytest.raises(OpenAIHTTPError, match="400: max_tokens is too large") as err:
+    with (
+        scripted_backend(refuse) as (server, backend),
+        pytest.raises(OpenAIHTTPError, match="400: max_tokens is too large") as err,
+    ):
         backend.complete([Request.chat(ASK)])
     assert err.value.status == 400
     assert len(server.chat_calls()) == 1
@@ -234,8 +256,10 @@ def test_client_errors_raise_at_once_with_the_server_message():
 
 def test_persistent_failure_gives_up_after_max_retries():
     bad_gateway = lambda body, n: (502, {"detail": "bad gateway"})  # noqa: E731
-    with scripted_backend(bad_gateway, max_retries=2) as (server, backend), \
-            pytest.raises(OpenAIHTTPError, match="after 3 attempts.*502: bad gateway"):
+    with (
+        scripted_backend(bad_gateway, max_retries=2) as (server, backend),
+        pytest.raises(OpenAIHTTPError, match="after 3 attempts.*502: bad gateway"),
+    ):
         backend.complete([Request.chat(ASK)])
     assert len(server.chat_calls()) == 3
 
@@ -296,8 +320,13 @@ def test_json_schema_refusal_falls_back_to_json_object_once():
 
 def test_payload_carries_decoding_parameters():
     with scripted_backend(lambda body, n: ok_reply("fine")) as (server, backend):
-        backend.complete([Request.chat(ASK, temperature=0.3, max_tokens=12, seed=9, stop=["\n"],
-                                       json_schema=Greeting.model_json_schema())])
+        backend.complete(
+            [
+                Request.chat(
+                    ASK, temperature=0.3, max_tokens=12, seed=9, stop=["\n"], json_schema=Greeting.model_json_schema()
+                )
+            ]
+        )
     [body] = server.chat_calls()
     sent = (body["model"], body["temperature"], body["max_tokens"], body["seed"], body["stop"])
     assert sent == ("m", 0.3, 12, 9, ["\n"])

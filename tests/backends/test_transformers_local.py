@@ -45,14 +45,19 @@ def test_batch_of_two_prompts_generates_in_order(backend):
 
 
 def test_sampling_follows_the_seed(backend):
-    request = Request.chat([{"role": "user", "content": "Invent a name for a cat."}], temperature=1.0, max_tokens=6,
-                           seed=11)
+    request = Request.chat(
+        [{"role": "user", "content": "Invent a name for a cat."}], temperature=1.0, max_tokens=6, seed=11
+    )
     first, again = backend.complete([request]), backend.complete([request])
     assert first[0].text == again[0].text
 
 
 def test_stop_sequence_is_cut(backend):
-    request = Request.chat([{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
-                           temperature=0.0, max_tokens=30, stop=["5"])
+    request = Request.chat(
+        [{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
+        temperature=0.0,
+        max_tokens=30,
+        stop=["5"],
+    )
     [completion] = backend.complete([request])
     assert "5" not in completion.text and "6" not in completion.text

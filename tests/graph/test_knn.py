@@ -23,36 +23,54 @@ def at_angles(*degrees: float) -> np.ndarray:
 # Each case: vectors, K, threshold, node weights (None = ungated) and the expected (n, K) indices.
 CASES = [
     pytest.param(
-        at_angles(0, 0, 0), 2, 0.5, None,
+        at_angles(0, 0, 0),
+        2,
+        0.5,
+        None,
         [[1, 2], [0, 2], [0, 1]],
         id="self-excluded-identical-vectors",
     ),
     pytest.param(
         # node 1 is weak but at cosine 0.94 (kept); node 2 is strong but at cosine 0.34 (dropped)
-        at_angles(0, 20, 70), 2, 0.35, [OMEGA["strong"], OMEGA["none"], OMEGA["strong"]],
+        at_angles(0, 20, 70),
+        2,
+        0.35,
+        [OMEGA["strong"], OMEGA["none"], OMEGA["strong"]],
         [[1, -1], [0, 2], [1, -1]],
         id="threshold-on-cosine-not-weight",
     ),
     pytest.param(
         # from node 0: node 1 at cosine 0.94, weak (W = 0.22); node 2 at cosine 0.64, strong (W = 0.61)
-        at_angles(0, 20, 50), 2, 0.35, [OMEGA["strong"], OMEGA["weak"], OMEGA["strong"]],
+        at_angles(0, 20, 50),
+        2,
+        0.35,
+        [OMEGA["strong"], OMEGA["weak"], OMEGA["strong"]],
         [[2, 1], [0, 2], [0, 1]],
         id="strong-lower-cosine-outranks-weak-higher-cosine",
     ),
     pytest.param(
         # uneven gaps, so no two peers of a node are equally close
-        at_angles(0, 10, 25, 45, 70, 100), 2, 0.0, None,
+        at_angles(0, 10, 25, 45, 70, 100),
+        2,
+        0.0,
+        None,
         [[1, 2], [0, 2], [1, 3], [2, 4], [3, 5], [4, 3]],
         id="top-k-respected",
     ),
     pytest.param(
-        at_angles(0, 30, 120, 200), 3, 0.35, None,
+        at_angles(0, 30, 120, 200),
+        3,
+        0.35,
+        None,
         [[1, -1, -1], [0, -1, -1], [-1, -1, -1], [-1, -1, -1]],
         id="fewer-than-k-padded",
     ),
     pytest.param(
         # 1, 2 and 3 tie on both cosine and weight: the smaller index wins the cut and the order
-        at_angles(0, 40, 40, 40), 2, 0.35, None,
+        at_angles(0, 40, 40, 40),
+        2,
+        0.35,
+        None,
         [[1, 2], [2, 3], [1, 3], [1, 2]],
         id="ties-to-smaller-index",
     ),
@@ -60,12 +78,18 @@ CASES = [
         # ties straddling the cut, where argpartition's pick is arbitrary; 12 nodes, so faiss's
         # 3 * 4 + 1 candidates are all of them (beyond that, which tied peers a walk finds is
         # the index's business)
-        at_angles(*[0] * 12), 3, 0.5, None,
+        at_angles(*[0] * 12),
+        3,
+        0.5,
+        None,
         [[j for j in range(4) if j != i][:3] for i in range(12)],
         id="ties-straddling-the-cut",
     ),
     pytest.param(
-        at_angles(0, 10), 0, 0.35, None,
+        at_angles(0, 10),
+        0,
+        0.35,
+        None,
         [[], []],
         id="k-zero",
     ),
@@ -82,8 +106,9 @@ def test_selection_rule(vectors, k, threshold, weights, expected, method):
     assert_invariants(vectors, threshold, weights, found)
 
 
-def assert_invariants(vectors: np.ndarray, threshold: float, weights: np.ndarray | None, found: Neighbours,
-                      rows: np.ndarray | None = None) -> None:
+def assert_invariants(
+    vectors: np.ndarray, threshold: float, weights: np.ndarray | None, found: Neighbours, rows: np.ndarray | None = None
+) -> None:
     """Self excluded, cosine above threshold, weight = gate(cosine), strongest first, padding last."""
     rows = np.arange(len(vectors)) if rows is None else rows
     omega = np.ones(len(vectors), dtype=np.float32) if weights is None else weights
@@ -129,8 +154,11 @@ def small_problems(draw):
     k = draw(st.integers(0, 6))
     threshold = draw(st.integers(-16, 16)) / 16
     gated = draw(st.booleans())
-    weights = (np.asarray(draw(st.lists(st.sampled_from(list(OMEGA.values())), min_size=n, max_size=n)),
-                          dtype=np.float32) if gated else None)
+    weights = (
+        np.asarray(draw(st.lists(st.sampled_from(list(OMEGA.values())), min_size=n, max_size=n)), dtype=np.float32)
+        if gated
+        else None
+    )
     block_size = draw(st.sampled_from([1, 3, None]))
     return vectors, k, threshold, weights, block_size
 

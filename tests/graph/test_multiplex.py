@@ -116,16 +116,23 @@ def store(tmp_path):
     user_ids, _, _ = random_layer()
     rng = np.random.default_rng(11)
     with Store(tmp_path / "s.sqlite") as store:
-        store.write_schema(FacetSchema(
-            facets=[Facet(name=key.title(), definition=f"The user's {key}.") for key in FACET_KEYS],
-            source="builtin",
-        ))
+        store.write_schema(
+            FacetSchema(
+                facets=[Facet(name=key.title(), definition=f"The user's {key}.") for key in FACET_KEYS],
+                source="builtin",
+            )
+        )
         states = []
         for seed, key in enumerate(FACET_KEYS):
             vectors = unit_rows(len(user_ids), 16, 4, seed=seed)
             for user_id, vector, level in zip(user_ids, vectors, rng.integers(0, 4, len(user_ids))):
-                summary = FacetSummary(user_id=user_id, facet_key=key, summary=f"{user_id} on {key}.",
-                                       reliability=LEVELS[level], method="extractive")
+                summary = FacetSummary(
+                    user_id=user_id,
+                    facet_key=key,
+                    summary=f"{user_id} on {key}.",
+                    reliability=LEVELS[level],
+                    method="extractive",
+                )
                 states.append((summary, vector))
         store.write_facet_states(states)
         yield store
@@ -169,8 +176,13 @@ def test_build_graph_replaces_and_is_deterministic(store):
 
 def test_build_graph_with_an_empty_layer(store):
     counts = build_graph(store, CONFIG, ["tone", "no_such_facet"])
-    assert counts["no_such_facet"] == {"users": 0, "edges": 0, "users_with_edges": 0, "mean_weight": 0.0,
-                                       "method": "exact"}
+    assert counts["no_such_facet"] == {
+        "users": 0,
+        "edges": 0,
+        "users_with_edges": 0,
+        "mean_weight": 0.0,
+        "method": "exact",
+    }
     assert {e.facet_key for e in store.edges()} == {"tone"}
 
 

@@ -13,11 +13,21 @@ from copersona.store.sqlite import SCHEMA_VERSION, Store, StoreError
 
 
 def _user(user_id: str, n: int) -> User:
-    return User(user_id=user_id, interactions=[
-        Interaction(user_id=user_id, item_id=f"i{k}", timestamp=1000 + k, rating=float(1 + k % 5),
-                    review_title=f"title {k}", text=f"review {k} by {user_id}", item_title=f"item {k}")
-        for k in range(n)
-    ])
+    return User(
+        user_id=user_id,
+        interactions=[
+            Interaction(
+                user_id=user_id,
+                item_id=f"i{k}",
+                timestamp=1000 + k,
+                rating=float(1 + k % 5),
+                review_title=f"title {k}",
+                text=f"review {k} by {user_id}",
+                item_title=f"item {k}",
+            )
+            for k in range(n)
+        ],
+    )
 
 
 def test_users_round_trip_with_heldout_ranks(tmp_path):
@@ -52,20 +62,32 @@ def test_facet_states_edges_and_neighbours(tmp_path):
         for user in ("a", "b", "c"):
             for facet in schema.facets:
                 vector = rng.normal(size=8).astype(np.float32)
-                states.append((FacetSummary(user_id=user, facet_key=facet.key, summary=f"{user} on {facet.name}",
-                                            quotes=["q"], reliability="strong", method="extractive"),
-                               vector / np.linalg.norm(vector)))
+                states.append(
+                    (
+                        FacetSummary(
+                            user_id=user,
+                            facet_key=facet.key,
+                            summary=f"{user} on {facet.name}",
+                            quotes=["q"],
+                            reliability="strong",
+                            method="extractive",
+                        ),
+                        vector / np.linalg.norm(vector),
+                    )
+                )
         store.write_facet_states(states[:-1])
         assert store.users_with_states([f.key for f in schema.facets]) == {"a", "b"}
         store.write_facet_states(states[-1:])
         ids, matrix, labels = store.facet_layer(schema.facets[0].key)
         assert ids == ["a", "b", "c"] and matrix.shape == (3, 8) and labels == ["strong"] * 3
         keys = [f.key for f in schema.facets]
-        store.replace_edges([
-            Edge(facet_key=keys[0], source="a", target="b", similarity=0.9, weight=0.8, rank=0),
-            Edge(facet_key=keys[1], source="a", target="b", similarity=0.6, weight=0.5, rank=0),
-            Edge(facet_key=keys[0], source="a", target="c", similarity=0.9, weight=0.9, rank=1),
-        ])
+        store.replace_edges(
+            [
+                Edge(facet_key=keys[0], source="a", target="b", similarity=0.9, weight=0.8, rank=0),
+                Edge(facet_key=keys[1], source="a", target="b", similarity=0.6, weight=0.5, rank=0),
+                Edge(facet_key=keys[0], source="a", target="c", similarity=0.9, weight=0.9, rank=1),
+            ]
+        )
         peers = store.neighbours("a")
         assert [p.user_id for p in peers] == ["b", "c"]
         assert peers[0].combined == pytest.approx((0.8 + 0.5) / 3)  # mean over all M facets
