@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,9 @@ class BuildResult:
     stages: dict[str, dict] = field(default_factory=dict)
 
 
+# Profiles embedded and written per transaction (a killed build keeps what it embedded).
+PROFILE_CHUNK = 256
+
 # Settings that shape stored records: a resumed build must use the same ones.
 _PINNED = ("embedder", "summary.summarizer", "facets.num_facets", "data")
 
@@ -98,15 +101,13 @@ class Build:
         self.backends = backends
         self.progress = progress or Progress()
 
-    def run(
-        self, data_path: str | Path | None = None, *, limit_users: int | None = None, batch_users: int = 32
-    ) -> BuildResult:
+    def run(self, data_path: str | Path | None = None, *, batch_users: int = 32) -> BuildResult:
         self._check_config()
         result = BuildResult()
         if self.store.count("interactions") == 0:
             if data_path is None:
                 raise StoreError(f"{self.store.path} holds no data yet: give a data path")
-            result.stages["load"] = self._stage("load", lambda: self.load(data_path, limit_users))
+            result.stages["load"] = self._stage("load", lambda: self.load(data_path))
         elif data_path is not None and self.store.get_meta("data_path") != str(Path(data_path).resolve()):
             raise StoreError(
                 f"{self.store.path} was built from {self.store.get_meta('data_path')}, not {data_path}; use a new store"
@@ -125,9 +126,7 @@ class Build:
             self.store.set_meta("build_config", self.config.to_dict())
         elif stored != pinned:
             changed = sorted(k for k in set(stored) | set(pinned) if stored.get(k) != pinned.get(k))
-            raise StoreError(
-                f"{self.store.path} was built with other settings ({', '.join(changed)}); use a new store"
-            )
+            raise StoreError(f"{self.store.path} was built with other settings ({', '.join(changed)}); use a new store")
 
     def _stage(self, name: str, work: Callable[[], dict]) -> dict:
         run_id = self.store.start_run(name)
@@ -144,20 +143,18 @@ class Build:
         return details
 
     # -- stages ------------------------------------------------------------------------------
-    def load(self, data_path: str | Path, limit_users: int | None) -> dict:
+    def load(self, data_path: str | Path) -> dict:
         """Read the data, apply App. A's filters and split, and store users with held-out ranks."""
         interactions, report = load_path(data_path)
         data_config = self.config.data
-        if limit_users is not None:
-            data_config = replace(data_config, max_users=limit_users)
         users, report = prepare_users(interactions, data_config, report)
         self.progress.message(report.summary_line())
         if not users:
             raise ValueError(f"no user of {data_path} passes the filters: {report.summary_line()}")
-        with self.progress.stage("load", total=len(users)) as advance:
+        with self.progress.stage("load", total=len(users)) as advance, self.store.transaction():
             self.store.write_users(users, data_config.holdout_k)
+            self.store.set_meta("data_path", str(Path(data_path).resolve()))
             advance(len(users))
-        self.store.set_meta("data_path", str(Path(data_path).resolve()))
         return {"users": len(users), "report": report.to_dict()}
 
     def profiles(self) -> dict:
@@ -167,11 +164,12 @@ class Build:
         todo = sorted(set(profiles) - done)
         if todo:
             facets = self.config.facets
-            texts = [profile_text(profiles[u], facets.profile_reviews, facets.profile_max_chars) for u in todo]
             with self.progress.stage("embed profiles", total=len(todo)) as advance:
-                vectors = self.backends.embedder().encode(texts)
-                advance(len(todo))
-            self.store.write_profile_vectors(todo, vectors)
+                for start in range(0, len(todo), PROFILE_CHUNK):
+                    chunk = todo[start : start + PROFILE_CHUNK]
+                    texts = [profile_text(profiles[u], facets.profile_reviews, facets.profile_max_chars) for u in chunk]
+                    self.store.write_profile_vectors(chunk, self.backends.embedder().encode(texts))
+                    advance(len(chunk))
         return {"embedded": len(todo), "reused": len(done)}
 
     def schema(self) -> dict:
@@ -233,7 +231,9 @@ class Build:
         self.store.set_meta("summarizer", summarizer.method)
         calibration = self.store.get_meta("summary_calibration")
         if calibration is None:
-            calibration = summarizer.calibrate(profiles)
+            with self.progress.stage(f"calibrate {summarizer.method} summarizer", total=1) as advance:
+                calibration = summarizer.calibrate(profiles)
+                advance(1)
             self.store.set_meta("summary_calibration", calibration)
         else:
             summarizer.load_calibration(calibration)
@@ -247,7 +247,7 @@ class Build:
                 batch = {u: profiles[u] for u in todo[start : start + batch_users]}
                 states = summarizer.summarize(batch)
                 vectors = embedder.encode([s.facet_text(placeholder) for s in states])
-                self.store.write_facet_states(list(zip(states, vectors)))
+                self.store.write_facet_states(list(zip(states, vectors)), placeholder)
                 labels.update(s.reliability for s in states)
                 fallbacks.update(s.fallback.split(":")[0] for s in states if s.fallback)
                 dropped += sum(s.dropped_quotes for s in states)

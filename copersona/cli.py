@@ -34,9 +34,16 @@ class RichProgress:
 
 
 def _config(
-    path: Optional[Path], llm: Optional[str], embedder: Optional[str], summarizer: Optional[str]
+    path: Optional[Path],
+    llm: Optional[str],
+    embedder: Optional[str],
+    summarizer: Optional[str],
+    limit_users: Optional[int],
 ) -> BuildConfig:
+    """The config file's settings with the command line's on top (``--limit-users`` is ``data.max_users``)."""
     config = BuildConfig.load(path) if path else BuildConfig()
+    if limit_users is not None:
+        config.data.max_users = limit_users
     if llm:
         config.llm = llm
     if embedder:
@@ -79,10 +86,10 @@ def build(
     from copersona.build import Build
     from copersona.store.sqlite import Store
 
-    build_config = _config(config, llm, embedder, summarizer)
+    build_config = _config(config, llm, embedder, summarizer, limit_users)
     with Store(store) as db:
         runner = Build(db, build_config, backends_for(build_config), RichProgress())
-        result = runner.run(data, limit_users=limit_users, batch_users=batch_users)
+        result = runner.run(data, batch_users=batch_users)
         table = Table(title=f"build of {store}")
         for column in ("stage", "seconds", "details"):
             table.add_column(column)

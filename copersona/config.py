@@ -90,6 +90,12 @@ class GraphConfig:
         "omega(r) for r = none, weak, moderate, strong; multiplies both ends' similarity.",
         default_factory=lambda: [0.05, 0.25, 0.60, 0.95],
     )
+    placeholder_edges: bool = _help(
+        "Link users whose facet text is the neutral placeholder. Off: placeholders are one identical "
+        "text (cosine 1 with each other), so their edges would say nothing about the users; such users "
+        "are left out of that facet's layer and find peers through their other facets (Sec. 3.2).",
+        default=False,
+    )
     exact_max_users: int = _help("Exact search up to this many users; a faiss HNSW index above.", default=20000)
     candidate_factor: int = _help("Approximate search: candidates fetched per neighbour kept.", default=4)
 

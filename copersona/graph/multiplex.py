@@ -127,7 +127,8 @@ def build_graph(store: Store, config: GraphConfig, facet_keys: Sequence[str]) ->
     """Build every facet layer from the store's facet states and replace the stored graph.
 
     Each layer's node table comes from :meth:`Store.facet_layer` (users sorted by id, so the
-    result does not depend on insertion order). All layers are computed before anything is
+    result does not depend on insertion order); users whose facet text is the placeholder are
+    nodes only with ``config.placeholder_edges``. All layers are computed before anything is
     written, and the new edges replace the old ones in a single transaction: readers see the
     old graph or the new one, never a mix.
 
@@ -149,7 +150,7 @@ def build_graph(store: Store, config: GraphConfig, facet_keys: Sequence[str]) ->
     layers: list[tuple[str, list[str], Neighbours]] = []
     counts: dict[str, dict] = {}
     for facet_key in facet_keys:
-        user_ids, vectors, reliabilities = store.facet_layer(facet_key)
+        user_ids, vectors, reliabilities = store.facet_layer(facet_key, placeholders=config.placeholder_edges)
         neighbours = layer_neighbours(vectors, reliabilities, config)
         found = neighbours.indices >= 0
         layers.append((facet_key, user_ids, neighbours))

@@ -47,7 +47,9 @@ CREATE TABLE IF NOT EXISTS facet_states (
     method         TEXT NOT NULL,
     fallback       TEXT NOT NULL,
     dropped_quotes INTEGER NOT NULL,
-    vector         BLOB NOT NULL,       -- float32, L2-normalized embedding of the facet text
+    facet_text     TEXT NOT NULL,       -- what was embedded: [summary; quotes] or the placeholder
+    placeholder    INTEGER NOT NULL,    -- 1 when facet_text is the neutral placeholder
+    vector         BLOB NOT NULL,       -- float32, L2-normalized embedding of facet_text
     PRIMARY KEY (user_id, facet_key)
 );
 CREATE TABLE IF NOT EXISTS edges (

@@ -274,26 +274,35 @@ class Store:
         return [r[0] for r in rows], _matrix([r[1] for r in rows])
 
     # -- facet states ---------------------------------------------------------------------
-    def write_facet_states(self, states: list[tuple[FacetSummary, np.ndarray]]) -> None:
-        """Write users' facet states in one transaction (callers pass whole users)."""
+    def write_facet_states(self, states: list[tuple[FacetSummary, np.ndarray]], placeholder: str) -> None:
+        """Write users' facet states with their embeddings in one transaction (callers pass whole users).
+
+        ``placeholder`` is the neutral text of facets without evidence; each state's embedded text
+        (Eq. 4's t = [s; ev], or the placeholder) is stored beside its vector.
+        """
+        rows = []
+        for s, v in states:
+            text = s.facet_text(placeholder)
+            rows.append(
+                (
+                    s.user_id,
+                    s.facet_key,
+                    s.summary,
+                    json.dumps(s.quotes),
+                    s.reliability,
+                    s.method,
+                    s.fallback,
+                    s.dropped_quotes,
+                    text,
+                    int(text == placeholder),
+                    _blob(v),
+                )
+            )
         with self.transaction():
             self._db.executemany(
                 "INSERT OR REPLACE INTO facet_states(user_id, facet_key, summary, quotes, reliability, method, "
-                "fallback, dropped_quotes, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        s.user_id,
-                        s.facet_key,
-                        s.summary,
-                        json.dumps(s.quotes),
-                        s.reliability,
-                        s.method,
-                        s.fallback,
-                        s.dropped_quotes,
-                        _blob(v),
-                    )
-                    for s, v in states
-                ],
+                "fallback, dropped_quotes, facet_text, placeholder, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
             )
 
     def users_with_states(self, facet_keys: list[str]) -> set[str]:
@@ -334,10 +343,16 @@ class Store:
             for r in rows
         ]
 
-    def facet_layer(self, facet_key: str) -> tuple[list[str], np.ndarray, list[str]]:
-        """One facet's node table: user ids (sorted), their embeddings and reliability labels."""
+    def facet_layer(self, facet_key: str, *, placeholders: bool = True) -> tuple[list[str], np.ndarray, list[str]]:
+        """One facet's node table: user ids (sorted), their embeddings and reliability labels.
+
+        With ``placeholders=False`` users whose facet text is the placeholder are left out.
+        """
         rows = self._db.execute(
-            "SELECT user_id, vector, reliability FROM facet_states WHERE facet_key = ? ORDER BY user_id", (facet_key,)
+            "SELECT user_id, vector, reliability FROM facet_states WHERE facet_key = ?"
+            + ("" if placeholders else " AND placeholder = 0")
+            + " ORDER BY user_id",
+            (facet_key,),
         ).fetchall()
         return [r[0] for r in rows], _matrix([r[1] for r in rows]), [r[2] for r in rows]
 

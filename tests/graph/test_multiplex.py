@@ -20,6 +20,7 @@ from copersona.graph.multiplex import (
 from copersona.store.sqlite import Store
 
 CONFIG = GraphConfig()
+PLACEHOLDER = "No explicit profile information provided."
 OMEGA = dict(zip(("none", "weak", "moderate", "strong"), CONFIG.reliability_weights))
 LEVELS = list(OMEGA)
 
@@ -134,7 +135,7 @@ def store(tmp_path):
                     method="extractive",
                 )
                 states.append((summary, vector))
-        store.write_facet_states(states)
+        store.write_facet_states(states, PLACEHOLDER)
         yield store
 
 
@@ -142,10 +143,10 @@ def test_build_graph_stores_every_layer(store):
     counts = build_graph(store, CONFIG, FACET_KEYS)
 
     for key in FACET_KEYS:
-        expected = build_layer(key, *store.facet_layer(key), CONFIG)
+        expected = build_layer(key, *store.facet_layer(key, placeholders=False), CONFIG)
         assert store.edges(facet_key=key) == expected
         assert counts[key] == {
-            "users": 60,
+            "users": len(store.facet_layer(key, placeholders=False)[0]),
             "edges": len(expected),
             "users_with_edges": len({e.source for e in expected}),
             "mean_weight": pytest.approx(np.mean([e.weight for e in expected])),
@@ -195,3 +196,14 @@ def test_global_knn_is_ungated_cosine_knn():
     assert [(e.source, e.target) for e in edges] == [
         (user_ids[u], user_ids[v]) for u, row in enumerate(reference.indices) for v in row if v >= 0
     ]
+
+
+def test_placeholder_users_get_no_edges_unless_asked(store):
+    """Placeholder facet texts are identical, so by default their users are left out of the layer."""
+    placeholder_users = {s.user_id for s in store.facet_states(facet_key="tone") if s.reliability in ("none", "weak")}
+    assert placeholder_users
+    build_graph(store, CONFIG, FACET_KEYS)
+    touched = {e.source for e in store.edges(facet_key="tone")} | {e.target for e in store.edges(facet_key="tone")}
+    assert not touched & placeholder_users
+    build_graph(store, GraphConfig(placeholder_edges=True), FACET_KEYS)
+    assert {e.source for e in store.edges(facet_key="tone")} & placeholder_users

@@ -75,9 +75,9 @@ def test_facet_states_edges_and_neighbours(tmp_path):
                         vector / np.linalg.norm(vector),
                     )
                 )
-        store.write_facet_states(states[:-1])
+        store.write_facet_states(states[:-1], "placeholder")
         assert store.users_with_states([f.key for f in schema.facets]) == {"a", "b"}
-        store.write_facet_states(states[-1:])
+        store.write_facet_states(states[-1:], "placeholder")
         ids, matrix, labels = store.facet_layer(schema.facets[0].key)
         assert ids == ["a", "b", "c"] and matrix.shape == (3, 8) and labels == ["strong"] * 3
         keys = [f.key for f in schema.facets]
