@@ -47,6 +47,13 @@ def _blob(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
+def _where(**equal: str | None) -> tuple[str, list[str]]:
+    """A WHERE clause (or '') requiring each given column to equal its value; None means any."""
+    given = {column: value for column, value in equal.items() if value is not None}
+    clause = " AND ".join(f"{column} = ?" for column in given)
+    return (f" WHERE {clause}" if clause else ""), list(given.values())
+
+
 def _matrix(blobs: list[bytes]) -> np.ndarray:
     if not blobs:
         return np.zeros((0, 0), dtype=np.float32)
@@ -317,16 +324,10 @@ class Store:
         return {r[0] for r in rows}
 
     def facet_states(self, user_id: str | None = None, facet_key: str | None = None) -> list[FacetSummary]:
-        where, args = [], []
-        if user_id is not None:
-            where.append("user_id = ?")
-            args.append(user_id)
-        if facet_key is not None:
-            where.append("facet_key = ?")
-            args.append(facet_key)
+        where, args = _where(user_id=user_id, facet_key=facet_key)
         rows = self._db.execute(
             "SELECT user_id, facet_key, summary, quotes, reliability, method, fallback, dropped_quotes "
-            "FROM facet_states" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY user_id, facet_key",
+            f"FROM facet_states{where} ORDER BY user_id, facet_key",
             args,
         )
         return [
@@ -363,22 +364,15 @@ class Store:
             self._db.execute("DELETE FROM edges")
             cur = self._db.executemany(
                 "INSERT INTO edges(facet_key, source, target, similarity, weight, rank) VALUES (?, ?, ?, ?, ?, ?)",
-                [(e.facet_key, e.source, e.target, e.similarity, e.weight, e.rank) for e in edges],
+                ((e.facet_key, e.source, e.target, e.similarity, e.weight, e.rank) for e in edges),
             )
         return cur.rowcount
 
     def edges(self, facet_key: str | None = None, source: str | None = None) -> list[Edge]:
-        where, args = [], []
-        if facet_key is not None:
-            where.append("facet_key = ?")
-            args.append(facet_key)
-        if source is not None:
-            where.append("source = ?")
-            args.append(source)
+        where, args = _where(facet_key=facet_key, source=source)
         rows = self._db.execute(
-            "SELECT facet_key, source, target, similarity, weight, rank FROM edges"
-            + (f" WHERE {' AND '.join(where)}" if where else "")
-            + " ORDER BY facet_key, source, rank",
+            "SELECT facet_key, source, target, similarity, weight, rank "
+            f"FROM edges{where} ORDER BY facet_key, source, rank",
             args,
         )
         return [Edge(facet_key=r[0], source=r[1], target=r[2], similarity=r[3], weight=r[4], rank=r[5]) for r in rows]
