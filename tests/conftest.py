@@ -51,6 +51,7 @@ class ScriptedBackend:
     def __init__(self, answers: list[str], context_window: int = 8192):
         self.answers = list(answers)
         self.requests = []
+        self.batches: list[int] = []  # requests per complete() call
         self.model_id = "scripted"
         self.context_window = context_window
 
@@ -58,6 +59,7 @@ class ScriptedBackend:
         from copersona.backends.llm import Completion
 
         out = []
+        self.batches.append(len(requests))
         for request in requests:
             self.requests.append(request)
             text = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]

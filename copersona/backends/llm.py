@@ -181,37 +181,61 @@ class LLM:
                     )
         return results  # type: ignore[return-value]
 
-    def generate_structured(
+    def generate_structured(self, messages: list[Message], model: type[T], **params) -> Structured[T]:
+        """One prompt's answer as an object of ``model``; see :meth:`generate_structured_batch`."""
+        json_schema = params.pop("json_schema", None)
+        return self.generate_structured_batch([messages], model, json_schemas=[json_schema], **params)[0]
+
+    def generate_structured_batch(
         self,
-        messages: list[Message],
+        prompts: list[list[Message]],
         model: type[T],
         *,
         temperature: float = 0.2,
         max_tokens: int = 1024,
         retries: int = 2,
         seed: int = 0,
-        json_schema: dict | None = None,
-    ) -> Structured[T]:
-        """An object of ``model`` parsed from the answer; each retry samples with a new seed.
+        json_schemas: list[dict | None] | None = None,
+    ) -> list[Structured[T]]:
+        """Objects of ``model`` parsed from the answers to ``prompts``, in order.
 
-        ``json_schema`` (default: the model's own) is passed to the backend for constrained
-        decoding; validation always uses the pydantic model, so a backend without constraints
-        works too. Failures are returned, never raised: the caller records its fallback.
+        Each round sends every prompt still without a valid answer to the backend as one batch
+        (so an HTTP backend runs them concurrently); a retry samples with a new seed. A prompt's
+        JSON schema (default: the model's own) goes to the backend for constrained decoding;
+        validation always uses the pydantic model, so a backend without constraints works too.
+        Failures are returned, never raised: the caller records its fallback.
         """
-        schema = json_schema or model.model_json_schema()
-        raw, error = "", ""
+        schemas = [s or model.model_json_schema() for s in (json_schemas or [None] * len(prompts))]
+        results: list[Structured[T] | None] = [None] * len(prompts)
+        raws, errors = [""] * len(prompts), [""] * len(prompts)
         for attempt in range(retries + 1):
-            request = Request.chat(
-                messages, temperature=temperature, max_tokens=max_tokens, seed=seed + attempt, json_schema=schema
-            )
-            raw = self.generate([request])[0].text
-            try:
-                return Structured(value=model.model_validate(extract_json(raw)), raw=raw, attempts=attempt + 1)
-            except (json.JSONDecodeError, ValidationError, ValueError) as err:
-                error = f"{type(err).__name__}: {str(err)[:300]}"
-                if attempt < retries:
-                    self.stats.structured_retries += 1
-        self.stats.structured_failures += 1
-        if len(self.stats.failure_samples) < 5:
-            self.stats.failure_samples.append(error)
-        return Structured(value=None, raw=raw, attempts=retries + 1, error=error)
+            pending = [i for i, r in enumerate(results) if r is None]
+            if not pending:
+                break
+            if attempt:
+                self.stats.structured_retries += len(pending)
+            requests = [
+                Request.chat(
+                    prompts[i],
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    seed=seed + attempt,
+                    json_schema=schemas[i],
+                )
+                for i in pending
+            ]
+            for i, completion in zip(pending, self.generate(requests)):
+                raws[i] = completion.text
+                try:
+                    value = model.model_validate(extract_json(completion.text))
+                except (json.JSONDecodeError, ValidationError, ValueError) as err:
+                    errors[i] = f"{type(err).__name__}: {str(err)[:300]}"
+                    continue
+                results[i] = Structured(value=value, raw=completion.text, attempts=attempt + 1)
+        for i, result in enumerate(results):
+            if result is None:
+                self.stats.structured_failures += 1
+                if len(self.stats.failure_samples) < 5:
+                    self.stats.failure_samples.append(errors[i])
+                results[i] = Structured(value=None, raw=raws[i], attempts=retries + 1, error=errors[i])
+        return results  # type: ignore[return-value]

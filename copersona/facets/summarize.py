@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from copersona.backends.embed import Embedder
-from copersona.backends.llm import LLM
+from copersona.backends.llm import LLM, Structured
 from copersona.config import SummaryConfig
 from copersona.data.records import Interaction
 from copersona.facets.profile import recent, split_sentences
@@ -311,32 +311,36 @@ class AbstractiveSummarizer(Summarizer):
         tokens = sum(self.llm.backend.count_tokens(m["content"]) for m in messages)
         return tokens + self.config.max_tokens <= self.llm.backend.context_window
 
-    def summarize(self, profiles: Profiles) -> list[FacetSummary]:
-        users = sorted(profiles)
-        out: list[FacetSummary] = []
+    def _calls(self, profiles: Profiles) -> list[dict[str, str]]:
+        """Users grouped into calls: up to ``users_per_call`` each, as many as the context window takes."""
+        users, calls = sorted(profiles), []
         while users:
             size = min(self.config.users_per_call, len(users))
             while size > 1 and not self._fits(self._messages(self._aliases(users[:size]), profiles)):
-                size -= 1  # pack as many users as the context window takes
-            out.extend(self._summarize_call(users[:size], profiles))
+                size -= 1
+            calls.append(self._aliases(users[:size]))
             users = users[size:]
-        return out
+        return calls
 
     @staticmethod
     def _aliases(users: list[str]) -> dict[str, str]:
         # Short aliases keep real ids out of the prompt and make the answer easy to constrain.
         return {f"U{n}": user for n, user in enumerate(users, 1)}
 
-    def _summarize_call(self, users: list[str], profiles: Profiles) -> list[FacetSummary]:
-        aliases = self._aliases(users)
-        answer = self.llm.generate_structured(
-            self._messages(aliases, profiles),
+    def summarize(self, profiles: Profiles) -> list[FacetSummary]:
+        """All calls go to the LLM as one batch, which an HTTP backend runs concurrently."""
+        calls = self._calls(profiles)
+        answers = self.llm.generate_structured_batch(
+            [self._messages(aliases, profiles) for aliases in calls],
             _BatchAnswer,
             temperature=self.config.temperature,
             max_tokens=self.config.max_tokens,
             retries=self.config.retries,
-            json_schema=self._json_schema(list(aliases)),
+            json_schemas=[self._json_schema(list(aliases)) for aliases in calls],
         )
+        return [state for aliases, answer in zip(calls, answers) for state in self._states(aliases, answer, profiles)]
+
+    def _states(self, aliases: dict[str, str], answer: Structured, profiles: Profiles) -> list[FacetSummary]:
         by_alias = {u.user: u for u in answer.value.users} if answer.ok else {}
         out = []
         for alias, user in aliases.items():

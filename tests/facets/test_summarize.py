@@ -133,3 +133,13 @@ def test_abstractive_packs_users_into_the_context_window(scripted_backend):
     backend = scripted_backend(["{}"], context_window=2048 + 236)  # room for one user (232 words), not two (243)
     AbstractiveSummarizer(schema, SummaryConfig(retries=0), LLM(backend)).summarize(_profiles())
     assert len(backend.requests) == 2
+
+
+def test_abstractive_sends_all_calls_as_one_batch_and_retries_only_failures(scripted_backend):
+    schema = builtin_schema(3)
+    keys = [f.key for f in schema.facets]
+    valid = json.dumps({"users": [{"user": "U1", "facets": [_facet_answer(k, "moderate", []) for k in keys]}]})
+    backend = scripted_backend([valid, "{broken", valid])  # user-a answers, user-b fails once then answers
+    states = AbstractiveSummarizer(schema, SummaryConfig(users_per_call=1), LLM(backend)).summarize(_profiles())
+    assert backend.batches == [2, 1]
+    assert {s.reliability for s in states} == {"moderate"}
