@@ -53,8 +53,8 @@ class Backends:
 
     embedder_factory: Callable[[], Embedder]
     llm_factory: Callable[[Store], LLM]
-    _embedder: Embedder | None = None
-    _llm: LLM | None = None
+    _embedder: Embedder | None = field(default=None, init=False, repr=False)
+    _llm: LLM | None = field(default=None, init=False, repr=False)
 
     def embedder(self) -> Embedder:
         if self._embedder is None:
@@ -123,10 +123,11 @@ class Build:
         pinned, stored = _pinned(self.config), self.store.get_meta("pinned_config")
         if stored is None:
             self.store.set_meta("pinned_config", pinned)
-            self.store.set_meta("build_config", self.config.to_dict())
         elif stored != pinned:
             changed = sorted(k for k in set(stored) | set(pinned) if stored.get(k) != pinned.get(k))
             raise StoreError(f"{self.store.path} was built with other settings ({', '.join(changed)}); use a new store")
+        # The rest (graph settings, say) may change between runs; the latest run's config is kept.
+        self.store.set_meta("build_config", self.config.to_dict())
 
     def _stage(self, name: str, work: Callable[[], dict]) -> dict:
         run_id = self.store.start_run(name)

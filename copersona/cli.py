@@ -15,7 +15,12 @@ from rich.table import Table
 
 from copersona.config import BuildConfig, describe
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="CoPersona: collaborative persona graphs.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="CoPersona: collaborative persona graphs.",
+)
 console = Console(stderr=True)
 
 
@@ -237,5 +242,17 @@ def show_config() -> None:
     Console().print(table)
 
 
+def main() -> None:
+    """The ``copersona`` command: known errors (bad input, a wrong store) as one line, not a traceback."""
+    from copersona.facets.induction import SchemaError
+    from copersona.store.sqlite import StoreError
+
+    try:
+        app(standalone_mode=True)
+    except (StoreError, SchemaError, ValueError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()
