@@ -19,6 +19,11 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
 def embedder():
     """The real packaged MiniLM embedder, loaded once."""
     from copersona.backends.embed import load_embedder
@@ -27,14 +32,14 @@ def embedder():
 
 
 @pytest.fixture(scope="session")
-def mi_profiles(data_dir):
+def mi_profiles(data_dir, repo_root):
     """Real Musical Instruments profiles (the reviews before each user's held-out block)."""
     from copersona.config import BuildConfig
     from copersona.data.loaders import load_path
     from copersona.data.prepare import prepare_users
     from copersona.data.split import heldout_count
 
-    config = BuildConfig.load(Path(__file__).resolve().parents[1] / "configs" / "amazon2014-mi-partial.toml")
+    config = BuildConfig.load(repo_root / "configs" / "amazon2014-mi-partial.toml")
     users, _ = prepare_users(load_path(data_dir / "amazon2014-musical-instruments")[0], config.data)
     return {
         u.user_id: u.interactions[: len(u.interactions) - heldout_count(len(u.interactions), config.data.holdout_k)]

@@ -142,3 +142,19 @@ def test_killed_build_resumes_to_the_same_graph(data_dir, tmp_path):
     db.close()
     assert details["reused"] >= done_before and details["users"] + details["reused"] == 30
     assert _edges(store) == _edges(reference)
+
+
+def test_build_on_the_amazon2023_sample(data_dir, tmp_path, repo_root):
+    """The second real source end to end: the 2023 sample layout with its own config."""
+    schema = tmp_path / "schema.json"
+    schema.write_text(builtin_schema(4).model_dump_json())
+    config = tmp_path / "config.toml"
+    sample_config = (repo_root / "configs" / "amazon2023-sample.toml").read_text()
+    config.write_text(sample_config + f'\n[facets]\nnum_facets = 4\nschema_file = "{schema}"\n')
+    store = tmp_path / "sample.sqlite"
+    _cli("build", data_dir / "amazon2023-sample", "--store", store, "--config", config, "--limit-users", 12)
+    overview = json.loads(_cli("inspect", store, "--json").stdout)
+    assert overview["users"] == 12 and overview["examples"] == {"validation": 12, "test": 12}
+    assert overview["schema"]["source"] == "file" and len(overview["schema"]["facets"]) == 4
+    assert overview["llm_cache"]["calls"] == 0  # a given schema and extractive summaries need no LLM
+    assert overview["load"][0]["read"] >= 3450
