@@ -6,3 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q torch==2.13.0
 python3 -m pip install -q -e '.[embedded,hf,test]'
+# pyenv only sees a new console script (`copersona`) after a rehash.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
