@@ -154,7 +154,10 @@ def _print_overview(data: dict) -> None:
         f"fallbacks {data['fallbacks'] or 'none'}; LLM cache {data['llm_cache']}"
     )
     for load in data["load"]:
-        out.print(f"load {load['source']}: read {load['read']}, kept {load['kept']}, dropped {load['dropped']}")
+        out.print(
+            f"load {load['source']}: read {load['read']}, kept {load['kept']}, dropped {load['dropped']}, "
+            f"kept with caveats {load.get('flagged') or {}}"
+        )
     runs = Table("stage", "status", "seconds", title="run log")
     for run in data["runs"]:
         runs.add_row(run["stage"], run["status"], str(run["seconds"]))

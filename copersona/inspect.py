@@ -50,7 +50,7 @@ def overview(store: Store) -> dict:
         "quotes": {"kept": sum(len(s.quotes) for s in states), "dropped": sum(s.dropped_quotes for s in states)},
         "fallbacks": dict(Counter(s.fallback.split(":")[0] for s in states if s.fallback)),
         "llm_cache": store.cache_stats(),
-        "load": [{k: r[k] for k in ("source", "read", "kept", "dropped", "notes")} for r in store.load_reports()],
+        "load": [{k: v for k, v in r.items() if k != "issues"} for r in store.load_reports()],
         "runs": [
             {
                 "stage": r["stage"],

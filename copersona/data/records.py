@@ -62,7 +62,8 @@ class LoadReport:
     """What a loader read, kept, and why it did not keep the rest.
 
     Every dropped record is counted under a reason; the first ``MAX_ISSUES_KEPT`` per reason are
-    kept with file and line so a user can look at them.
+    kept with file and line so a user can look at them. ``flagged`` counts records that were kept
+    but changed or incomplete (a truncated text, a missing rating), by reason.
     """
 
     source: str
@@ -70,6 +71,7 @@ class LoadReport:
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
     issues: list[dict] = field(default_factory=list)
+    flagged: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
 
     def drop(self, reason: str, path: str = "", line: int | None = None, detail: str = "") -> None:
@@ -78,14 +80,6 @@ class LoadReport:
         if self.dropped[reason] <= MAX_ISSUES_KEPT:
             self.issues.append({"reason": reason, "file": path, "line": line, "detail": detail[:200]})
 
-    def merge(self, other: LoadReport) -> None:
-        """Add another report's counts into this one (a later stage over the same records)."""
-        self.read += other.read
-        self.kept += other.kept
-        self.dropped.update(other.dropped)
-        self.issues.extend(other.issues)
-        self.notes.extend(other.notes)
-
     def to_dict(self) -> dict:
         return {
             "source": self.source,
@@ -93,9 +87,15 @@ class LoadReport:
             "kept": self.kept,
             "dropped": dict(self.dropped),
             "issues": self.issues,
+            "flagged": dict(self.flagged),
             "notes": self.notes,
         }
 
     def summary_line(self) -> str:
         reasons = ", ".join(f"{k}: {v}" for k, v in self.dropped.most_common())
-        return f"{self.source}: read {self.read}, kept {self.kept}" + (f" (dropped {reasons})" if reasons else "")
+        caveats = ", ".join(f"{k}: {v}" for k, v in self.flagged.most_common())
+        return (
+            f"{self.source}: read {self.read}, kept {self.kept}"
+            + (f" (dropped {reasons})" if reasons else "")
+            + (f" (kept with caveats {caveats})" if caveats else "")
+        )

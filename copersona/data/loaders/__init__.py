@@ -116,7 +116,6 @@ def load_item_metadata(path: str | Path) -> tuple[dict[str, ItemMeta], LoadRepor
         else:
             items[item_id] = meta
     collector.report.kept = len(items)
-    collector.flush_notes()
     return items, collector.report
 
 

@@ -43,14 +43,6 @@ _CSV_FIELD_LIMIT = 1 << 24
 # Unix seconds at 2100-01-01: later values are unit mix-ups (milliseconds read as seconds).
 _LATEST_TIMESTAMP = 4_102_444_800
 
-_NOTE_TEXTS = {
-    "text_truncated": f"text fields longer than {MAX_TEXT_CHARS} characters were truncated",
-    "non_utf8": "lines had bytes that are not UTF-8; they were replaced by U+FFFD",
-    "rating_missing": "reviews have no rating; kept with rating None",
-    "no_item_metadata": "reviews have no item metadata; kept with empty item fields",
-    "ratings_only": "records carry no review text (a ratings-only file); kept with empty text",
-}
-
 _BREAK_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _INLINE_SPACE = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -89,12 +81,17 @@ class _Located:
 
 
 class Collector:
-    """One load's records, drops and notes; ``finish`` dedupes, joins metadata and fills the report."""
+    """One load's records and drops; ``finish`` dedupes, joins metadata and fills the report.
+
+    Records kept with a caveat are counted in ``report.flagged``: ``text_truncated`` (a text field
+    over ``MAX_TEXT_CHARS``, cut), ``non_utf8`` (bytes replaced by U+FFFD), ``rating_missing`` (kept
+    with rating None), ``no_item_metadata`` (kept with empty item fields) and ``ratings_only`` (a
+    ratings-only file: kept with empty text).
+    """
 
     def __init__(self, source: str) -> None:
         self.report = LoadReport(source=source)
         self.records: list[_Located] = []
-        self.notes: Counter = Counter()
 
     def drop(self, reason: str, path: str, line: int, detail: str = "") -> None:
         self.report.drop(reason, path, line, detail)
@@ -102,7 +99,7 @@ class Collector:
     def text(self, value: object) -> str:
         text = clean_text(value)
         if len(text) > MAX_TEXT_CHARS:
-            self.notes["text_truncated"] += 1
+            self.report.flagged["text_truncated"] += 1
             text = text[:MAX_TEXT_CHARS]
         return text
 
@@ -140,9 +137,9 @@ class Collector:
         if not body and not ratings_only:
             return self.drop("empty_text", path, line, f"user {user} item {item}")
         if score is None:
-            self.notes["rating_missing"] += 1
+            self.report.flagged["rating_missing"] += 1
         if ratings_only:
-            self.notes["ratings_only"] += 1
+            self.report.flagged["ratings_only"] += 1
         interaction = Interaction(
             user_id=user,
             item_id=item,
@@ -168,16 +165,10 @@ class Collector:
             latest[key] = newer
             reason = "repeated_review" if older.interaction == newer.interaction else "duplicate"
             self.drop(reason, older.path, older.line, f"user {key[0]} item {key[1]}: a later review is kept")
-        interactions = [_with_meta(record.interaction, meta, self.notes) for record in latest.values()]
+        interactions = [_with_meta(record.interaction, meta, self.report.flagged) for record in latest.values()]
         interactions.sort(key=lambda i: (i.user_id, i.timestamp, i.item_id))
         self.report.kept = len(interactions)
-        self.flush_notes()
         return interactions, self.report
-
-    def flush_notes(self) -> None:
-        """Write the counted notes into the report as ``name: count explanation`` lines."""
-        counted = ((name, text) for name, text in _NOTE_TEXTS.items() if self.notes[name])
-        self.report.notes.extend(f"{name}: {self.notes[name]} {text}" for name, text in counted)
 
 
 def _recency(record: _Located) -> tuple[int, int]:
@@ -185,12 +176,12 @@ def _recency(record: _Located) -> tuple[int, int]:
     return record.interaction.timestamp, record.order
 
 
-def _with_meta(interaction: Interaction, meta: dict[str, ItemMeta] | None, notes: Counter) -> Interaction:
+def _with_meta(interaction: Interaction, meta: dict[str, ItemMeta] | None, flagged: Counter) -> Interaction:
     if meta is None:
         return interaction
     item = meta.get(interaction.item_id)
     if item is None:
-        notes["no_item_metadata"] += 1
+        flagged["no_item_metadata"] += 1
         return interaction
     # Metadata fills what the review lacks; it never overwrites what the review file says.
     update = {
@@ -282,7 +273,7 @@ def _decode(raw: bytes, number: int, collector: Collector) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        collector.notes["non_utf8"] += 1
+        collector.report.flagged["non_utf8"] += 1
         text = raw.decode("utf-8", errors="replace")
     text = text.rstrip("\r\n")
     return text.removeprefix("\ufeff") if number == 1 else text
