@@ -33,24 +33,28 @@ REVIEW_COLUMNS_2014 = [
 RATING_COLUMNS_2014 = ["reviewerid", "asin", "overall", "unixreviewtime", "helpful_num", "helpful_den"]
 
 
+def _add_review(collector: Collector, path: Path, number: int, row: dict, ratings_only: bool = False) -> None:
+    """One 2014 review record, its field names lower-cased (CSV headers and JSON keys differ in case)."""
+    collector.add(
+        str(path),
+        number,
+        user_id=row.get("reviewerid"),
+        item_id=row.get("asin"),
+        timestamp=row.get("unixreviewtime"),
+        rating=row.get("overall"),
+        review_title=row.get("summary", ""),
+        text=row.get("reviewtext", ""),
+        ratings_only=ratings_only,
+    )
+
+
 def _read_2014_csv(path: Path, collector: Collector, default_columns: list[str], ratings_only: bool) -> None:
     columns, has_header = csv_layout(path, default_columns)
     lines = numbered_lines(path, collector)
     if has_header:
         lines = after_first_nonblank(lines)
     for number, fields in csv_records(lines, path, collector, len(columns)):
-        row = dict(zip(columns, fields))
-        collector.add(
-            str(path),
-            number,
-            user_id=row.get("reviewerid"),
-            item_id=row.get("asin"),
-            timestamp=row.get("unixreviewtime"),
-            rating=row.get("overall"),
-            review_title=row.get("summary", ""),
-            text=row.get("reviewtext", ""),
-            ratings_only=ratings_only,
-        )
+        _add_review(collector, path, number, dict(zip(columns, fields)), ratings_only)
 
 
 def read_2014_review_csv(path: Path, collector: Collector) -> None:
@@ -64,13 +68,4 @@ def read_2014_ratings_csv(path: Path, collector: Collector) -> None:
 def read_2014_json(path: Path, collector: Collector) -> None:
     for number, row in objects(path, collector):
         collector.report.read += 1
-        collector.add(
-            str(path),
-            number,
-            user_id=row.get("reviewerID"),
-            item_id=row.get("asin"),
-            timestamp=row.get("unixReviewTime"),
-            rating=row.get("overall"),
-            review_title=row.get("summary", ""),
-            text=row.get("reviewText", ""),
-        )
+        _add_review(collector, path, number, {str(key).lower(): value for key, value in row.items()})
