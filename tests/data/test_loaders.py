@@ -182,46 +182,32 @@ def test_sample_fields_are_mapped_and_decoded(data_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("overrides", "reason"),
+    ("file_name", "overrides", "reason"),
     [
-        ({"reviewerID": ""}, "missing_user_id"),
-        ({"asin": "   "}, "missing_item_id"),
-        ({"unixReviewTime": "yesterday"}, "bad_timestamp"),
-        ({"unixReviewTime": "-5"}, "bad_timestamp"),
-        ({"unixReviewTime": "1393545600000"}, "bad_timestamp"),  # milliseconds where seconds belong
-        ({"overall": "five"}, "bad_rating"),
-        ({"overall": "7"}, "bad_rating"),
-        ({"overall": "0"}, "bad_rating"),
-        ({"reviewText": "  <br />  "}, "empty_text"),
+        ("reviews.csv", {"reviewerID": ""}, "missing_user_id"),
+        ("reviews.csv", {"asin": "   "}, "missing_item_id"),
+        ("reviews.csv", {"unixReviewTime": "yesterday"}, "bad_timestamp"),
+        ("reviews.csv", {"unixReviewTime": "-5"}, "bad_timestamp"),
+        ("reviews.csv", {"unixReviewTime": "1393545600000"}, "bad_timestamp"),  # milliseconds where seconds belong
+        ("reviews.csv", {"overall": "five"}, "bad_rating"),
+        ("reviews.csv", {"overall": "7"}, "bad_rating"),
+        ("reviews.csv", {"overall": "0"}, "bad_rating"),
+        ("reviews.csv", {"reviewText": "  <br />  "}, "empty_text"),
+        ("reviews.json", {"reviewerID": None}, "missing_user_id"),
+        ("reviews.json", {"reviewerID": ["U1"]}, "missing_user_id"),
+        ("reviews.json", {"asin": None}, "missing_item_id"),
+        ("reviews.json", {"unixReviewTime": None}, "bad_timestamp"),
+        ("reviews.json", {"unixReviewTime": True}, "bad_timestamp"),
+        ("reviews.json", {"overall": float("nan")}, "bad_rating"),
+        ("reviews.json", {"overall": "great"}, "bad_rating"),
+        ("reviews.json", {"overall": True}, "bad_rating"),
+        ("reviews.json", {"reviewText": None}, "empty_text"),
     ],
 )
-def test_bad_csv_record_is_dropped_with_its_line(tmp_path: Path, overrides: dict, reason: str) -> None:
-    path = tmp_path / "reviews.csv"
-    path.write_text(csv_line(reviewerID="U0") + csv_line(**overrides))
-    interactions, report = load_path(path)
-    assert [i.user_id for i in interactions] == ["U0"]
-    assert report.dropped == Counter({reason: 1})
-    assert (report.issues[0]["file"], report.issues[0]["line"]) == (str(path), 2)
-    assert_counts_add_up(report)
-
-
-@pytest.mark.parametrize(
-    ("overrides", "reason"),
-    [
-        ({"reviewerID": None}, "missing_user_id"),
-        ({"reviewerID": ["U1"]}, "missing_user_id"),
-        ({"asin": None}, "missing_item_id"),
-        ({"unixReviewTime": None}, "bad_timestamp"),
-        ({"unixReviewTime": True}, "bad_timestamp"),
-        ({"overall": float("nan")}, "bad_rating"),
-        ({"overall": "great"}, "bad_rating"),
-        ({"overall": True}, "bad_rating"),
-        ({"reviewText": None}, "empty_text"),
-    ],
-)
-def test_bad_json_record_is_dropped_with_its_line(tmp_path: Path, overrides: dict, reason: str) -> None:
-    path = tmp_path / "reviews.json"
-    path.write_text(json_review(reviewerID="U0") + json_review(**overrides))
+def test_bad_record_is_dropped_with_its_line(tmp_path: Path, file_name: str, overrides: dict, reason: str) -> None:
+    path = tmp_path / file_name
+    write = csv_line if file_name.endswith(".csv") else json_review
+    path.write_text(write(reviewerID="U0") + write(**overrides))
     interactions, report = load_path(path)
     assert [i.user_id for i in interactions] == ["U0"]
     assert report.dropped == Counter({reason: 1})
