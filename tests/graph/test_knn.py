@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from synthetic import clustered_unit_vectors
 
 from copersona.graph.knn import Neighbours, top_k_neighbours
 
@@ -169,15 +168,6 @@ def test_exact_equals_brute_force(problem):
     vectors, k, threshold, weights, block_size = problem
     found = top_k_neighbours(vectors, k, threshold, weights, method="exact", block_size=block_size)
     np.testing.assert_array_equal(found.indices, brute_force(vectors, k, threshold, weights))
-
-
-def clustered_unit_vectors(n: int, d: int, clusters: int, seed: int) -> np.ndarray:
-    """Points around random centres on the sphere, within-cluster cosine about 0.6."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(clusters, d))
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    points = centres[rng.integers(0, clusters, n)] + rng.normal(scale=math.sqrt(0.7 / d), size=(n, d))
-    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

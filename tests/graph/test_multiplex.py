@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
+from synthetic import clustered_unit_vectors
 
 from copersona.config import GraphConfig
 from copersona.facets.records import Facet, FacetSchema, FacetSummary
@@ -25,19 +24,10 @@ OMEGA = dict(zip(("none", "weak", "moderate", "strong"), CONFIG.reliability_weig
 LEVELS = list(OMEGA)
 
 
-def unit_rows(n: int, d: int, clusters: int, seed: int) -> np.ndarray:
-    """Clustered unit vectors (within-cluster cosine about 0.6), so the threshold keeps edges."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(clusters, d))
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    points = centres[rng.integers(0, clusters, n)] + rng.normal(scale=math.sqrt(0.7 / d), size=(n, d))
-    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
-
-
 def random_layer(n: int = 60, d: int = 16, seed: int = 0) -> tuple[list[str], np.ndarray, list[str]]:
     rng = np.random.default_rng(seed)
     user_ids = [f"u{i:03d}" for i in range(n)]
-    return user_ids, unit_rows(n, d, 4, seed), [LEVELS[i] for i in rng.integers(0, 4, n)]
+    return user_ids, clustered_unit_vectors(n, d, 4, seed), [LEVELS[i] for i in rng.integers(0, 4, n)]
 
 
 @pytest.mark.parametrize(
@@ -105,7 +95,7 @@ def test_layer_is_deterministic():
 )
 def test_layer_rejects_misaligned_inputs(user_ids, labels, message):
     with pytest.raises(ValueError, match=message):
-        build_layer("tone", user_ids, unit_rows(2, 4, 1, seed=0), labels, CONFIG)
+        build_layer("tone", user_ids, clustered_unit_vectors(2, 4, 1, seed=0), labels, CONFIG)
 
 
 FACET_KEYS = ["tone", "topics", "values"]
@@ -125,7 +115,7 @@ def store(tmp_path):
         )
         states = []
         for seed, key in enumerate(FACET_KEYS):
-            vectors = unit_rows(len(user_ids), 16, 4, seed=seed)
+            vectors = clustered_unit_vectors(len(user_ids), 16, 4, seed=seed)
             for user_id, vector, level in zip(user_ids, vectors, rng.integers(0, 4, len(user_ids))):
                 summary = FacetSummary(
                     user_id=user_id,
