@@ -30,13 +30,12 @@ def overview(store: Store) -> dict:
             "mean_weight": round(sum(e.weight for e in layer) / len(layer), 4) if layer else 0.0,
             "mean_similarity": round(sum(e.similarity for e in layer) / len(layer), 4) if layer else 0.0,
         }
-    examples = Counter(e.split for e in store.examples())
     users = len(per_user)
     return {
         "store": str(store.path),
         "users": len(store.user_ids()),
         "users_with_facets": users,
-        "examples": dict(examples),
+        "examples": store.example_counts(),
         "embedder": store.get_meta("pinned_config", {}).get("embedder"),
         "summarizer": store.get_meta("summarizer"),
         "schema": {

@@ -13,6 +13,11 @@ from copersona.data.records import Example, Interaction
 _SPLIT_OF_RANK = {0: "test", 1: "validation"}
 
 
+def split_of_rank(rank: int) -> str:
+    """The split whose target is the held-out review of this rank (0 = the most recent)."""
+    return _SPLIT_OF_RANK.get(rank, "train")
+
+
 def heldout_count(num_interactions: int, holdout_k: int) -> int:
     return max(0, min(holdout_k, num_interactions // 2))
 
@@ -26,7 +31,7 @@ def heldout_ranks(num_interactions: int, holdout_k: int) -> list[int | None]:
 def examples_for_user(user_id: str, history: list[Interaction], ranks: list[int | None]) -> list[Example]:
     """The user's examples, oldest target first; ``history`` is chronological."""
     return [
-        Example(user_id=user_id, split=_SPLIT_OF_RANK.get(rank, "train"), profile=history[:position], target=target)
+        Example(user_id=user_id, split=split_of_rank(rank), profile=history[:position], target=target)
         for position, (target, rank) in enumerate(zip(history, ranks))
         if rank is not None
     ]

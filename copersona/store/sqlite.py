@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from copersona.data.records import Example, Interaction, User
-from copersona.data.split import examples_for_user, heldout_ranks
+from copersona.data.split import examples_for_user, heldout_ranks, split_of_rank
 from copersona.facets.records import ClusterEvidence, Facet, FacetSchema, FacetSummary
 from copersona.graph.records import Edge, Neighbour
 
@@ -234,6 +234,16 @@ class Store:
             history, ranks = self.history(user_id)
             out.extend(e for e in examples_for_user(user_id, history, ranks) if split is None or e.split == split)
         return out
+
+    def example_counts(self) -> dict[str, int]:
+        """Examples per split, counted from the held-out ranks without building the examples."""
+        counts: dict[str, int] = defaultdict(int)
+        rows = self._db.execute(
+            "SELECT heldout_rank, COUNT(*) FROM interactions WHERE heldout_rank IS NOT NULL GROUP BY heldout_rank"
+        )
+        for rank, count in rows:
+            counts[split_of_rank(rank)] += count
+        return dict(counts)
 
     # -- facet schema and clusters --------------------------------------------------------
     def write_schema(self, schema: FacetSchema) -> None:

@@ -42,6 +42,8 @@ def test_users_round_trip_with_heldout_ranks(tmp_path):
         assert len(splits[("a", "test")].profile) == 7  # everything before the target
         assert splits[("a", "validation")].target.item_id == "i6"
         assert splits[("a", "train")].target.item_id == "i5"
+        counted = {split: sum(e.split == split for e in store.examples()) for split in ("train", "validation", "test")}
+        assert store.example_counts() == {split: n for split, n in counted.items() if n}
 
 
 def test_failed_transaction_leaves_nothing(tmp_path):
