@@ -26,3 +26,18 @@ class Neighbour(BaseModel):
     user_id: str
     combined: float
     facets: dict[str, float]
+
+
+def rank_neighbours(weights: dict[str, dict[str, float]], num_facets: int) -> list[Neighbour]:
+    """Peers ranked by combined similarity, strongest first, ties by user id.
+
+    ``weights`` maps a peer to its facet weights with the user; facets without an edge count as 0
+    in the mean over all ``num_facets`` (App. C: "the mean of its facet weights").
+    """
+    return sorted(
+        (
+            Neighbour(user_id=peer, combined=sum(w.values()) / max(num_facets, 1), facets=w)
+            for peer, w in weights.items()
+        ),
+        key=lambda n: (-n.combined, n.user_id),
+    )

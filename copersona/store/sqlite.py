@@ -22,7 +22,7 @@ import numpy as np
 from copersona.data.records import Example, Interaction, User
 from copersona.data.split import examples_for_user, heldout_ranks, split_of_rank
 from copersona.facets.records import ClusterEvidence, Facet, FacetSchema, FacetSummary
-from copersona.graph.records import Edge, Neighbour
+from copersona.graph.records import Edge, Neighbour, rank_neighbours
 
 SCHEMA_VERSION = 1
 
@@ -227,6 +227,13 @@ class Store:
                 grouped[interaction.user_id].append(interaction)
         return dict(grouped)
 
+    def item_context(self, item_id: str) -> Interaction | None:
+        """Some stored review of the item (for its title, description and category), or None."""
+        row = self._db.execute(
+            f"SELECT {', '.join(_INTERACTION_COLUMNS)} FROM interactions WHERE item_id = ? LIMIT 1", (item_id,)
+        ).fetchone()
+        return self._rows_to_interactions([row])[0] if row else None
+
     def examples(self, split: str | None = None) -> list[Example]:
         """Examples of Appendix A's protocol, rebuilt from the stored held-out ranks."""
         out = []
@@ -367,6 +374,17 @@ class Store:
         ).fetchall()
         return [r[0] for r in rows], _matrix([r[1] for r in rows]), [r[2] for r in rows]
 
+    def reset_personas(self) -> None:
+        """Forget the facet schema and everything built on it (states, graph, calibration, pins).
+
+        Interactions, profile vectors, the run log and the LLM cache stay, so a build with another
+        facet setting (the facet-count ablation) reruns only the facet stages.
+        """
+        with self.transaction():
+            for table in ("facets", "clusters", "facet_states", "edges"):
+                self._db.execute(f"DELETE FROM {table}")
+            self._db.execute("DELETE FROM meta WHERE key IN ('pinned_config', 'summarizer', 'summary_calibration')")
+
     # -- graph ------------------------------------------------------------------------------
     def replace_edges(self, edges: Iterable[Edge]) -> int:
         """Replace the whole graph in one transaction: readers see the old graph or the new one."""
@@ -389,14 +407,11 @@ class Store:
 
     def neighbours(self, user_id: str, limit: int | None = None) -> list[Neighbour]:
         """The user's peers by combined similarity (App. C), strongest first, ties by user id."""
-        num_facets = self._db.execute("SELECT COUNT(*) FROM facets").fetchone()[0] or 1
+        num_facets = self._db.execute("SELECT COUNT(*) FROM facets").fetchone()[0]
         per_peer: dict[str, dict[str, float]] = defaultdict(dict)
         for edge in self.edges(source=user_id):
             per_peer[edge.target][edge.facet_key] = edge.weight
-        ranked = sorted(
-            (Neighbour(user_id=peer, combined=sum(w.values()) / num_facets, facets=w) for peer, w in per_peer.items()),
-            key=lambda n: (-n.combined, n.user_id),
-        )
+        ranked = rank_neighbours(per_peer, num_facets)
         return ranked[:limit] if limit is not None else ranked
 
     # -- LLM cache --------------------------------------------------------------------------
