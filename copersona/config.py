@@ -122,13 +122,120 @@ class BuildConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> BuildConfig:
-        path = Path(path)
-        text = path.read_text(encoding="utf-8")
-        try:
-            raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
-            raise ValueError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {err}") from err
+        """The build sections of a config file (its ``[harness]`` table belongs to :class:`HarnessConfig`)."""
+        raw = _read(path)
+        raw.pop("harness", None)
         return cls.from_dict(raw)
+
+
+def _read(path: str | Path) -> dict:
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ValueError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {err}") from err
+
+
+@dataclass
+class RetrievalConfig:
+    """Self-history retrieval and peer selection at inference (Sec. 3.3-3.4, App. C)."""
+
+    retriever: str = _help(
+        "Self-history retriever: 'bm25' (the paper's), 'dense' (embedder) or 'recency'.", default="bm25"
+    )
+    history_k: int = _help("Own past reviews retrieved into the prompt.", default=4)
+    neighbours: int = _help("Peers in the facet peer context, by combined similarity (0 disables it).", default=3)
+
+
+@dataclass
+class BudgetConfig:
+    """Token budgets per prompt component (App. C), in the generator's own tokens.
+
+    The paper's numbers assume an 8,192-token window; they are scaled by the generator's window
+    (minus the answer's room) over ``reference_window``, never up.
+    """
+
+    total: int = _help("Whole prompt.", default=8192)
+    per_review: int = _help("One retrieved review.", default=1024)
+    history: int = _help("All retrieved reviews (and profile text) together.", default=1024)
+    per_peer_facet: int = _help("One neighbour's facet package (summary and quotes).", default=512)
+    reference_window: int = _help("The window the budgets above were written for.", default=8192)
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding (Sec. 4, Fig. 3)."""
+
+    temperature: float = _help("Sampling temperature.", default=0.8)
+    seed: int = _help("Sampling seed (part of the cache key).", default=0)
+    max_new_tokens: int = _help("Longest answer in tokens.", default=256)
+    min_new_tokens: int = _help("Answer room never goes below this many tokens.", default=32)
+    tokens_per_target_word: float = _help(
+        "Answer room per word of the target length (the user's median review length): tokens per "
+        "word plus headroom, so a typical review is not cut.",
+        default=2.0,
+    )
+    batch_size: int = _help("Requests sent to the backend together (HTTP backends run them concurrently).", default=8)
+
+
+@dataclass
+class MethodsConfig:
+    """Settings of individual methods (App. B)."""
+
+    pag_profile_sentences: int = _help("PAG: sentences in the extractive user profile.", default=3)
+    dpl_clusters: int = _help(
+        "DPL: KMeans clusters of user profiles; their medoids are the representatives.", default=8
+    )
+    dpl_compare: int = _help("DPL: representatives (nearest in profile space) a user is contrasted with.", default=3)
+    dpl_terms: int = _help("DPL: distinctive terms listed in the semantic difference.", default=8)
+    profile_writer: str = _help(
+        "Who writes PAG's profile and DPL's difference profile: 'extractive' (computed from the "
+        "reviews, no LLM; a 135M generator cannot summarize) or 'llm' (the generator writes them, as "
+        "the papers; cached in the store).",
+        default="extractive",
+    )
+
+
+@dataclass
+class EvaluationConfig:
+    """Metrics and statistics (Sec. 4.1)."""
+
+    metrics: list[str] = _help(
+        "Metrics computed: rouge1, rougeL, meteor, bleu, bertscore.",
+        default_factory=lambda: ["rouge1", "rougeL", "meteor", "bleu", "bertscore"],
+    )
+    bertscore_model: str = _help(
+        "BERTScore encoder: 'minilm' (the packaged MiniLM) or a local Hugging Face path. The papers "
+        "use led-base-16384; scores on another encoder are not comparable with theirs.",
+        default="minilm",
+    )
+    bertscore_layer: int = _help("BERTScore: the encoder layer whose token embeddings are matched.", default=4)
+    resamples: int = _help("Bootstrap resamples for intervals and paired tests.", default=1000)
+    seed: int = _help("Seed of the bootstrap.", default=0)
+
+
+@dataclass
+class HarnessConfig:
+    """Inference and evaluation: what every method shares (the ``[harness]`` table of a config file)."""
+
+    llm: str | None = _help("Generator spec; default: the store's build LLM.", default=None)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    methods: MethodsConfig = field(default_factory=MethodsConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> HarnessConfig:
+        return _from_dict(cls, raw, "harness")
+
+    @classmethod
+    def load(cls, path: str | Path) -> HarnessConfig:
+        return cls.from_dict(_read(path).get("harness", {}))
 
 
 def _from_dict(cls: type, raw: dict, where: str) -> Any:

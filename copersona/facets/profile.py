@@ -45,6 +45,10 @@ def split_sentences(text: str) -> list[str]:
     return [p for p in parts if len(p) >= MIN_SENTENCE_CHARS]
 
 
+def word_count(text: str) -> int:
+    return len(_WORD.findall(text))
+
+
 def _is_emoji(char: str) -> bool:
     return unicodedata.category(char) == "So" or 0x1F300 <= ord(char) <= 0x1FAFF
 

@@ -1,0 +1,41 @@
+"""Every method of the harness behind one interface (:class:`Method`), found by name.
+
+A new method is a :class:`Method` subclass registered with :func:`register`; the harness, the
+CLI and the reports pick it up by its ``name`` without changes.
+"""
+
+from __future__ import annotations
+
+from copersona.methods.base import Method, MethodInput, Resources, example_key
+from copersona.methods.copersona_np import CoPersonaNP
+from copersona.methods.dpl import DPL
+from copersona.methods.nonperso import NonPerso
+from copersona.methods.pag import PAG
+from copersona.methods.rag import RAG
+from copersona.methods.reference import CopyPeer, CopySelf
+
+METHODS: dict[str, type[Method]] = {}
+
+# The no-LLM reference points every report shows beside the methods.
+REFERENCE_METHODS = ("copy-self", "copy-peer")
+
+
+def register(method: type[Method]) -> type[Method]:
+    """Make a method available by its name (usable as a class decorator)."""
+    if method.name in METHODS and METHODS[method.name] is not method:
+        raise ValueError(f"a different method is already registered as {method.name!r}")
+    METHODS[method.name] = method
+    return method
+
+
+for _method in (NonPerso, RAG, PAG, DPL, CoPersonaNP, CopySelf, CopyPeer):
+    register(_method)
+
+
+def create(name: str, resources: Resources) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}: use one of {', '.join(METHODS)}")
+    return METHODS[name](resources)
+
+
+__all__ = ["METHODS", "REFERENCE_METHODS", "Method", "MethodInput", "Resources", "create", "example_key", "register"]

@@ -1,0 +1,147 @@
+"""The one interface every method of the harness implements, and the resources methods share.
+
+A method turns an example into the generator's input (chat messages and an answer budget), or,
+for the no-LLM reference points, directly into a prediction. It never calls the generator for the
+final answer itself: the harness batches, caches and times generation the same way for all.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import ClassVar
+
+from copersona.backends.embed import Embedder
+from copersona.backends.llm import LLM
+from copersona.config import HarnessConfig
+from copersona.data.records import Example, Interaction
+from copersona.facets.profile import word_count
+from copersona.retrieval import HistoryRetriever, PeerIndex, TokenBudget, Truncation, load_retriever
+from copersona.store.sqlite import Store
+
+Message = dict[str, str]
+
+
+def example_key(example: Example) -> str:
+    """Identifies an example across methods and runs: user and target item."""
+    return f"{example.user_id}/{example.target.item_id}"
+
+
+@dataclass
+class MethodInput:
+    """What a method built for one example, with everything ``--explain`` shows."""
+
+    method: str
+    example: str
+    messages: list[Message]
+    max_tokens: int
+    prediction: str | None = None  # set by reference methods, which use no generator
+    parts: dict[str, str] = field(default_factory=dict)  # named components, in prompt order
+    truncations: list[Truncation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # fallbacks taken (no peers, empty history, ...)
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "example": self.example,
+            "messages": self.messages,
+            "max_tokens": self.max_tokens,
+            "prediction": self.prediction,
+            "parts": self.parts,
+            "truncations": [t.to_dict() for t in self.truncations],
+            "notes": self.notes,
+        }
+
+
+def review_words(interactions: list[Interaction]) -> list[int]:
+    return [word_count(i.text) for i in interactions if i.text]
+
+
+class Resources:
+    """What methods share, loaded lazily once: store records, tokenizer, retriever, peers, models.
+
+    ``count_tokens`` and ``context_window`` are the generator's, so budgets are in its tokens.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        config: HarnessConfig,
+        *,
+        count_tokens: Callable[[str], int],
+        context_window: int,
+        embedder: Callable[[], Embedder],
+        llm: Callable[[], LLM] | None = None,
+    ):
+        self.store = store
+        self.config = config
+        self.count_tokens = count_tokens
+        self.context_window = context_window
+        self._embedder_factory = embedder
+        self._llm_factory = llm
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        return self._embedder_factory()
+
+    @cached_property
+    def llm(self) -> LLM:
+        if self._llm_factory is None:
+            raise RuntimeError("this method needs the generator, and none was given")
+        return self._llm_factory()
+
+    @cached_property
+    def retriever(self) -> HistoryRetriever:
+        return load_retriever(self.config.retrieval.retriever, lambda: self.embedder)
+
+    @cached_property
+    def peers(self) -> PeerIndex:
+        return PeerIndex(self.store)
+
+    @cached_property
+    def profiles(self) -> dict[str, list[Interaction]]:
+        """Every user's persona profile (before the held-out block): what peers may show of themselves."""
+        return self.store.profiles()
+
+    @cached_property
+    def population_words(self) -> int:
+        """Median review length over all profiles: the length target when a method knows no user."""
+        words = [w for profile in self.profiles.values() for w in review_words(profile)]
+        return int(statistics.median(words)) if words else 60
+
+    def target_words(self, profile: list[Interaction] | None) -> int:
+        """The user's median review length (the population's without a profile)."""
+        words = review_words(profile or [])
+        return int(statistics.median(words)) if words else self.population_words
+
+    def answer_tokens(self, words: int) -> int:
+        g = self.config.generation
+        return max(g.min_new_tokens, min(g.max_new_tokens, math.ceil(words * g.tokens_per_target_word)))
+
+    def budget(self, answer_tokens: int) -> TokenBudget:
+        return TokenBudget.for_window(self.count_tokens, self.config.budget, self.context_window, answer_tokens)
+
+
+class Method(ABC):
+    """One way of turning an example into generator input (a row of the paper's tables)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    uses_generator: ClassVar[bool] = True
+    # "baseline" (a method of the field), "ours" (CoPersona and its variants), or "reference" (no LLM).
+    role: ClassVar[str] = "baseline"
+
+    def __init__(self, resources: Resources):
+        self.resources = resources
+        self.config = resources.config
+
+    def prepare(self, examples: list[Example]) -> None:  # noqa: B027 - most methods need nothing offline
+        """Precompute what ``inputs`` needs for these examples (offline, batched)."""
+
+    @abstractmethod
+    def inputs(self, example: Example) -> MethodInput:
+        """The generator input for one example (or, for reference methods, the prediction)."""

@@ -1,0 +1,54 @@
+"""CoPersona's non-parametric branch (Sec. 3.3-3.4): BM25 self-history plus the facet peer context.
+
+C_u(x') = LINEARIZE(H_u(x'), {E_u^(m)}): the retrieved history goes in as few-shot turns (shared
+layout); the peers' facet packages are grouped by facet, each with the gated similarity as its
+confidence, strongest first. Peers are named by alias: their ids mean nothing to the model.
+"""
+
+from __future__ import annotations
+
+from copersona.data.records import Example
+from copersona.methods.prompts import PromptMethod, fenced, sanitize
+from copersona.retrieval import FacetPeers, TokenBudget
+
+
+def linearize_peers(groups: list[FacetPeers], budget: TokenBudget) -> str:
+    """The facet-grouped peer context, each package within the per-neighbour-facet budget."""
+    aliases: dict[str, str] = {}
+    lines = []
+    for group in groups:
+        header = f"{group.facet.name}: {group.facet.definition}"
+        if not budget.charge(header):
+            break
+        facet_lines = []
+        for exemplar in group.exemplars:
+            alias = aliases.setdefault(exemplar.peer_id, f"Peer {chr(ord('A') + len(aliases))}")
+            prefix = f"- {alias} (confidence {exemplar.weight:.2f}): "
+            if not budget.charge(prefix):
+                break
+            package = budget.fit(sanitize(exemplar.package()), budget.limit("per_peer_facet"), "peer facet")
+            if package:
+                facet_lines.append(prefix + package)
+        if facet_lines:
+            lines.append(header)
+            lines.extend(facet_lines)
+    return "\n".join(lines)
+
+
+class CoPersonaNP(PromptMethod):
+    name = "copersona-np"
+    description = "CoPersona without the parametric branch: BM25 history + facet-aligned peer exemplars."
+    role = "ours"
+
+    def context(self, example: Example, budget: TokenBudget) -> tuple[list[str], dict[str, str], list[str]]:
+        limit = self.config.retrieval.neighbours
+        groups = self.resources.peers.context(example.user_id, limit) if limit > 0 else []
+        text = linearize_peers(groups, budget)
+        if not text:
+            note = "no peers: the user has no edges" if limit > 0 else "peer context disabled (neighbours = 0)"
+            return [], {"peers": ""}, [note]
+        title = (
+            "How customers who resemble this one write about each facet (confidence: how close the "
+            "resemblance is, 0-1):"
+        )
+        return fenced(title, text, budget), {"peers": text}, []

@@ -1,0 +1,145 @@
+"""DPL (App. B; Qiu et al. 2025): a difference-aware profile against representative users.
+
+Representative users are the medoids of KMeans clusters of whole-profile embeddings (the same
+embedder as CoPersona, as the paper asks for fairness). A user is contrasted with the nearest
+``dpl_compare`` representatives on DPL's three dimensions:
+
+* writing style: review and sentence length, lexical diversity, punctuation and exclamations;
+* emotional style: rating level and spread;
+* semantic style: the terms the user uses more, and less, than the representatives (TF-IDF).
+
+By default the profile states these measured differences (no LLM; a 135M generator cannot write
+them); with ``methods.profile_writer = "llm"`` the generator writes it from both sides' reviews.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from copersona.data.records import Example, Interaction
+from copersona.facets.profile import STYLE_FEATURES, recent, style_features
+from copersona.methods.prompts import PromptMethod, fenced, sanitize
+from copersona.methods.writer import ProfileWriter
+from copersona.retrieval import TokenBudget
+from copersona.store.sqlite import StoreError
+
+_FEATURE = {name: i for i, name in enumerate(STYLE_FEATURES)}
+# Reviews of each side shown to an LLM writer.
+WRITER_REVIEWS = 3
+
+
+def _document(interactions: list[Interaction]) -> str:
+    return " ".join(i.text for i in interactions)
+
+
+def _describe_style(user: np.ndarray, others: np.ndarray) -> tuple[str, str]:
+    """The writing and emotional lines: the user's value, then the representatives'."""
+
+    def pair(name: str, scale: float = 1.0, digits: int = 0) -> str:
+        return f"{user[_FEATURE[name]] * scale:.{digits}f} (others {others[_FEATURE[name]] * scale:.{digits}f})"
+
+    writing = (
+        f"Writing style: {pair('review_length')} characters per review; {pair('sentence_length')} words per "
+        f"sentence; lexical diversity {pair('lexical_diversity', digits=2)}; {pair('punctuation_rate', 100, 1)} "
+        f"punctuation marks and {pair('exclamation_rate', 1000, 1)} exclamation marks per 100/1000 characters."
+    )
+    emotional = (
+        f"Emotional style: average rating {pair('rating_mean', digits=1)}, rating spread "
+        f"{pair('rating_std', digits=1)}."
+    )
+    return writing, emotional
+
+
+class DPL(PromptMethod):
+    name = "dpl"
+    description = "A difference-aware profile against representative users (clustering medoids) + retrieved reviews."
+
+    @cached_property
+    def profile_vectors(self) -> dict[str, np.ndarray]:
+        user_ids, vectors = self.resources.store.profile_vectors()
+        if not user_ids:
+            raise StoreError(f"{self.resources.store.path}: no profile vectors; run `copersona build` first")
+        return dict(zip(user_ids, vectors))
+
+    @cached_property
+    def representatives(self) -> list[str]:
+        """Medoids of KMeans clusters of the profile embeddings, one per cluster."""
+        user_ids = sorted(self.profile_vectors)
+        vectors = np.vstack([self.profile_vectors[u] for u in user_ids])
+        clusters = min(self.config.methods.dpl_clusters, len(user_ids))
+        labels = KMeans(n_clusters=clusters, n_init=4, random_state=0).fit_predict(vectors)
+        medoids = []
+        for cluster in range(clusters):
+            members = np.flatnonzero(labels == cluster)
+            centroid = vectors[members].mean(axis=0)
+            medoids.append(user_ids[members[np.argmax(vectors[members] @ centroid)]])
+        return sorted(medoids)
+
+    @cached_property
+    def tfidf(self) -> TfidfVectorizer:
+        profiles = self.resources.profiles
+        return TfidfVectorizer(stop_words="english", sublinear_tf=True, min_df=2).fit(
+            [_document(p) for p in profiles.values()]
+        )
+
+    @cached_property
+    def writer(self) -> ProfileWriter:
+        return ProfileWriter(self.resources, self._writer_prompt)
+
+    def compared_with(self, user_id: str) -> list[str]:
+        """The representatives nearest the user in profile space (never the user itself)."""
+        candidates = [r for r in self.representatives if r != user_id]
+        vector = self.profile_vectors.get(user_id)
+        if vector is None:  # a user without a stored profile vector: all representatives
+            return candidates
+        similarity = [float(self.profile_vectors[r] @ vector) for r in candidates]
+        order = sorted(range(len(candidates)), key=lambda i: (-similarity[i], candidates[i]))
+        return [candidates[i] for i in order[: self.config.methods.dpl_compare]]
+
+    def measured_profile(self, example: Example) -> str:
+        others = self.compared_with(example.user_id)
+        profiles = self.resources.profiles
+        user_style = style_features(example.profile)
+        other_style = np.mean([style_features(profiles[r]) for r in others], axis=0)
+        writing, emotional = _describe_style(user_style, other_style)
+        matrix = self.tfidf.transform([_document(example.profile), *(_document(profiles[r]) for r in others)])
+        difference = matrix[0].toarray().ravel() - np.asarray(matrix[1:].mean(axis=0)).ravel()
+        terms = self.tfidf.get_feature_names_out()
+        count = self.config.methods.dpl_terms
+        more = [terms[i] for i in np.argsort(-difference, kind="stable")[:count] if difference[i] > 0]
+        fewer = [terms[i] for i in np.argsort(difference, kind="stable")[:count] if difference[i] < 0]
+        semantic = f"Semantic style: writes more than the others about {', '.join(more) or 'nothing in particular'}"
+        semantic += f"; less about {', '.join(fewer)}." if fewer else "."
+        return f"Compared with {len(others)} representative reviewers:\n{writing}\n{emotional}\n{semantic}"
+
+    def _writer_prompt(self, profile: list[Interaction]) -> str:
+        profiles = self.resources.profiles
+        own = "\n".join(sanitize(i.profile_line()) for i in recent(profile, WRITER_REVIEWS))
+        others = "\n".join(
+            sanitize(i.profile_line()) for r in self.compared_with(profile[0].user_id) for i in recent(profiles[r], 1)
+        )
+        return (
+            "Compare the target customer's reviews with other customers' reviews. In three sentences, "
+            "say how the target customer differs in writing style, emotional style (sentiment, ratings) "
+            f"and semantic style (topics, aspects).\nTarget customer:\n<data>\n{own}\n</data>\n"
+            f"Other customers:\n<data>\n{others}\n</data>"
+        )
+
+    def prepare(self, examples: list[Example]) -> None:
+        if self.config.methods.profile_writer == "llm":
+            self.writer.write_all([e.profile for e in examples])
+
+    def context(self, example: Example, budget: TokenBudget) -> tuple[list[str], dict[str, str], list[str]]:
+        if not example.profile:
+            return [], {"difference": ""}, ["empty history: no difference profile"]
+        llm = self.config.methods.profile_writer == "llm"
+        text = self.writer.written(example.profile) if llm else self.measured_profile(example)
+        text = budget.fit(sanitize(text), budget.limit("per_review"), "difference profile")
+        if not text:
+            return [], {"difference": ""}, ["difference profile did not fit the budget"]
+        title = "How this customer differs from representative customers:"
+        return fenced(title, text, budget), {"difference": text}, []
