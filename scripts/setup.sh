@@ -6,5 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q torch==2.13.0
 python3 -m pip install -q -e '.[embedded,hf,test]'
+# METEOR's WordNet, offline: Debian ships the database; NLTK's layout is generated from it.
+if ! python3 -c "from nltk.corpus import wordnet; wordnet.ensure_loaded()" 2>/dev/null; then
+    if [ ! -e /usr/share/wordnet/data.noun ]; then
+        if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+        $SUDO apt-get install -y -q wordnet-base wordnet-sense-index >/dev/null \
+            || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q wordnet-base wordnet-sense-index >/dev/null; }
+    fi
+    python3 scripts/install_wordnet.py
+fi
 # pyenv only sees a new console script (`copersona`) after a rehash.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,3 +33,54 @@ def bootstrap_mean(values: np.ndarray, *, resamples: int = 2000, confidence: flo
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return Estimate(float(values.mean()), float(low), float(high), int(len(values)))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired difference (a - b) over the same examples, its interval and a two-sided p-value."""
+
+    difference: Estimate
+    p_value: float
+
+    def to_dict(self) -> dict:
+        return {**self.difference.to_dict(), "p_value": self.p_value}
+
+
+def resample_indices(n: int, *, resamples: int, seed: int) -> np.ndarray:
+    """Bootstrap resamples of n examples; reusing them for every method makes comparisons paired."""
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n)) if n else np.zeros((resamples, 0), int)
+
+
+def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def bootstrap(
+    rows: np.ndarray, aggregate: Callable[[np.ndarray], float], indices: np.ndarray, *, confidence: float = 0.95
+) -> Estimate:
+    """``aggregate`` of all rows, with a percentile interval over the resampled row sets ``indices``."""
+    if not len(rows):
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    low, high = _interval(np.array([aggregate(rows[sample]) for sample in indices]), confidence)
+    return Estimate(aggregate(rows), low, high, len(rows))
+
+
+def paired_difference(
+    rows_a: np.ndarray,
+    rows_b: np.ndarray,
+    aggregate: Callable[[np.ndarray], float],
+    indices: np.ndarray,
+    *,
+    confidence: float = 0.95,
+) -> Comparison:
+    """aggregate(a) - aggregate(b) over the same examples (paired bootstrap, Koehn 2004)."""
+    if len(rows_a) != len(rows_b):
+        raise ValueError(f"paired comparison needs the same examples: {len(rows_a)} vs {len(rows_b)} rows")
+    if not len(rows_a):
+        return Comparison(Estimate(float("nan"), float("nan"), float("nan"), 0), float("nan"))
+    differences = np.array([aggregate(rows_a[s]) - aggregate(rows_b[s]) for s in indices])
+    low, high = _interval(differences, confidence)
+    p_value = min(1.0, 2 * min(float(np.mean(differences <= 0)), float(np.mean(differences >= 0))))
+    return Comparison(Estimate(aggregate(rows_a) - aggregate(rows_b), low, high, len(rows_a)), p_value)

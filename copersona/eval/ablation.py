@@ -1,0 +1,148 @@
+"""Ablations and sensitivity (Sec. 4.4): one setting varied, everything else fixed, each with a plot.
+
+* ``neighbours``: peers in the peer context, 0-3 (Fig. 5), for copersona-np;
+* ``retriever``: bm25, dense, recency (Table 5), for rag and copersona-np;
+* ``temperature``: 0.5-1.0 (Fig. 3), for copersona-np;
+* ``facets``: M = 3-6 (Fig. 4): the facet stages (schema, summaries, graph) are rebuilt into a copy
+  of the store per M, next to the outputs, then copersona-np runs on each copy.
+
+Generation is cached in the store, so values shared with the main evaluation cost nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from copersona.data.records import Example
+from copersona.eval.harness import Evaluation, Harness, evaluate
+from copersona.eval.metrics import load_metric
+from copersona.eval.report import LABELS
+from copersona.store.sqlite import Store
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    setting: str  # dotted HarnessConfig field, or build field for facets
+    values: tuple
+    methods: tuple[str, ...]
+    figure: str
+
+
+ABLATIONS = {
+    a.name: a
+    for a in (
+        Ablation("neighbours", "retrieval.neighbours", (0, 1, 2, 3), ("copersona-np",), "Fig. 5"),
+        Ablation("retriever", "retrieval.retriever", ("bm25", "dense", "recency"), ("rag", "copersona-np"), "Table 5"),
+        Ablation("temperature", "generation.temperature", (0.5, 0.6, 0.7, 0.8, 0.9, 1.0), ("copersona-np",), "Fig. 3"),
+        Ablation("facets", "facets.num_facets", (3, 4, 5, 6), ("copersona-np",), "Fig. 4"),
+    )
+}
+
+
+def _set(config: object, dotted: str, value: object) -> None:
+    *path, last = dotted.split(".")
+    for part in path:
+        config = getattr(config, part)
+    setattr(config, last, value)
+
+
+def facet_variant(store: Store, num_facets: int, folder: Path, harness: Harness) -> Path:
+    """A copy of ``store`` whose facet stages were rebuilt with ``num_facets`` facets (resumable)."""
+    from copersona.build import Backends, Build
+    from copersona.config import BuildConfig
+
+    path = folder / f"facets-{num_facets}.sqlite"
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        with Store(partial) as copy_:
+            store._db.execute("PRAGMA wal_checkpoint(FULL)")
+            store._db.backup(copy_._db)
+            copy_.reset_personas()
+        partial.rename(path)
+    config = BuildConfig.from_dict(store.get_meta("build_config"))
+    config.facets.num_facets = num_facets
+    with Store(path) as variant:
+        backends = Backends(embedder_factory=lambda: harness.resources().embedder, llm_factory=lambda db: harness.llm())
+        Build(variant, config, backends).run()
+    return path
+
+
+def run_ablation(name: str, store: Store, harness: Harness, examples: list[Example], out: Path, *, split: str) -> dict:
+    if name not in ABLATIONS:
+        raise ValueError(f"unknown ablation {name!r}: use one of {', '.join(ABLATIONS)}")
+    ablation = ABLATIONS[name]
+    metrics = [load_metric(m, harness.config.evaluation) for m in harness.config.evaluation.metrics]
+    results: dict[str, Evaluation] = {}
+    for value in ablation.values:
+        config = copy.deepcopy(harness.config)
+        if name == "facets":
+            variant = Store(facet_variant(store, int(value), out / "ablation-stores", harness))
+            target_store = variant
+        else:
+            _set(config, ablation.setting, value)
+            target_store = store
+        run = Harness(
+            target_store,
+            config,
+            llm=harness.llm,
+            embedder=lambda: harness.resources().embedder,
+            progress=harness.progress,
+        )
+        results[str(value)] = evaluate(run, list(ablation.methods), examples, split=split, metrics=metrics)
+        if name == "facets":
+            variant.close()
+    return {
+        "ablation": name,
+        "setting": ablation.setting,
+        "figure": ablation.figure,
+        "values": [str(v) for v in ablation.values],
+        "examples": len(examples),
+        "results": {
+            value: {method: {m: e.to_dict() for m, e in ev.scores[method].items()} for method in ev.methods}
+            for value, ev in results.items()
+        },
+    }
+
+
+def plot_ablation(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = result["values"]
+    first = result["results"][values[0]]
+    methods = list(first)
+    metrics = list(first[methods[0]])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for method in methods:
+            rows = [result["results"][v][method][metric] for v in values]
+            means = [r["mean"] for r in rows]
+            errors = [[r["mean"] - r["low"] for r in rows], [r["high"] - r["mean"] for r in rows]]
+            ax.errorbar(range(len(values)), means, yerr=errors, marker="o", capsize=3, label=method)
+        ax.set_xticks(range(len(values)), values)
+        ax.set_xlabel(result["setting"])
+        ax.set_title(LABELS.get(metric, metric))
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{result['ablation']} ({result['figure']}), {result['examples']} examples", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_ablations(
+    names: list[str], store: Store, harness: Harness, examples: list[Example], out: Path, *, split: str
+) -> list[Path]:
+    written = []
+    for name in names:
+        result = run_ablation(name, store, harness, examples, out, split=split)
+        path = out / f"ablation-{name}.json"
+        path.write_text(json.dumps(result, indent=2))
+        plot_ablation(result, out / f"ablation-{name}.png")
+        written += [path, out / f"ablation-{name}.png"]
+    return written

@@ -1,0 +1,292 @@
+"""The harness: every method on the same examples, generator, decoding and metrics.
+
+Methods build inputs; the harness generates for all of them the same way (batched, cached in the
+store, one decoding configuration), scores every prediction with every metric, and compares the
+CoPersona methods with the best baseline by paired bootstrap over the same examples.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from copersona.backends.embed import Embedder
+from copersona.backends.llm import LLM, Request
+from copersona.build import Progress
+from copersona.config import HarnessConfig
+from copersona.data.records import Example
+from copersona.eval.judge import CRITERIA, judge_reviews
+from copersona.eval.metrics import Metric, load_metric
+from copersona.eval.stats import Comparison, Estimate, bootstrap, paired_difference, resample_indices
+from copersona.methods import METHODS, Method, MethodInput, Resources, create, example_key
+from copersona.methods.prompts import item_block
+from copersona.store.sqlite import Store
+
+# The answer ends where the model starts echoing the layout: a new turn or the item block's fields.
+STOP = ("<|im_start|>", "\nItem:", "\nRating:", "\nReview title:", "Write this customer's review")
+
+PRIMARY_METRIC = "rouge1"
+
+
+@dataclass
+class Prediction:
+    method: str
+    example: str
+    user_id: str
+    item_id: str
+    reference: str
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    cached: bool = False
+    notes: list[str] = field(default_factory=list)
+    truncations: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _whitespace_tokens(text: str) -> int:
+    return len(text.split())
+
+
+class Harness:
+    """Methods over one store, one generator (created only if a method needs it) and one config."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: HarnessConfig,
+        *,
+        llm: Callable[[], LLM] | None,
+        embedder: Callable[[], Embedder],
+        progress: Progress | None = None,
+    ):
+        self.store = store
+        self.config = config
+        self._llm_factory = llm
+        self._llm: LLM | None = None
+        self._embedder_factory = embedder
+        self.progress = progress or Progress()
+        self._methods: dict[str, Method] = {}
+        self._resources: Resources | None = None
+
+    def llm(self) -> LLM:
+        if self._llm is None:
+            if self._llm_factory is None:
+                raise RuntimeError("no generator configured")
+            self._llm = self._llm_factory()
+        return self._llm
+
+    def resources(self) -> Resources:
+        """Shared resources; budgets count the generator's tokens (words when there is no generator)."""
+        if self._resources is None:
+            if self._llm_factory is not None:
+                backend = self.llm().backend
+                count, window = backend.count_tokens, backend.context_window
+            else:  # reference methods only: budgets are not used, word counts stand in
+                count, window = _whitespace_tokens, self.config.budget.reference_window
+            self._resources = Resources(
+                self.store,
+                self.config,
+                count_tokens=count,
+                context_window=window,
+                embedder=self._embedder_factory,
+                llm=self.llm if self._llm_factory is not None else None,
+            )
+        return self._resources
+
+    def method(self, name: str, examples: list[Example] | None = None) -> Method:
+        if name not in self._methods:
+            if name not in METHODS:
+                raise ValueError(f"unknown method {name!r}: use one of {', '.join(METHODS)}")
+            method = create(name, self.resources())
+            method.prepare(examples or [])
+            self._methods[name] = method
+        return self._methods[name]
+
+    def inputs(self, name: str, example: Example) -> MethodInput:
+        return self.method(name, [example]).inputs(example)
+
+    def predict(self, name: str, examples: list[Example]) -> list[Prediction]:
+        """One prediction per example: generated in batches, or copied for reference methods."""
+        method = self.method(name, examples)
+        inputs = [method.inputs(e) for e in examples]
+        predictions = [
+            Prediction(
+                method=name,
+                example=example_key(e),
+                user_id=e.user_id,
+                item_id=e.target.item_id,
+                reference=e.target.text,
+                text=inp.prediction or "",
+                notes=inp.notes,
+                truncations=[t.to_dict() for t in inp.truncations],
+            )
+            for e, inp in zip(examples, inputs)
+        ]
+        if not method.uses_generator:
+            return predictions
+        g = self.config.generation
+        requests = [
+            Request.chat(inp.messages, temperature=g.temperature, max_tokens=inp.max_tokens, seed=g.seed, stop=STOP)
+            for inp in inputs
+        ]
+        with self.progress.stage(f"generating: {name}", total=len(requests)) as advance:
+            for start in range(0, len(requests), g.batch_size):
+                batch = slice(start, start + g.batch_size)
+                for prediction, completion in zip(predictions[batch], self.llm().generate(requests[batch])):
+                    prediction.text = completion.text.strip()
+                    prediction.prompt_tokens = completion.prompt_tokens
+                    prediction.completion_tokens = completion.completion_tokens
+                    prediction.seconds = completion.seconds
+                    prediction.cached = completion.cached
+                advance(len(requests[batch]))
+        return predictions
+
+
+@dataclass
+class Evaluation:
+    """Everything one evaluation measured; :mod:`copersona.eval.report` writes it out."""
+
+    split: str
+    examples: list[str]
+    methods: list[str]
+    roles: dict[str, str]
+    predictions: dict[str, list[Prediction]]
+    scores: dict[str, dict[str, Estimate]]
+    best_baseline: str | None
+    comparisons: dict[str, dict[str, Comparison]]
+    metric_configs: dict[str, dict]
+    config: dict
+    generator: str | None
+    seconds: dict[str, float]
+    judge: dict[str, dict[str, Estimate]] = field(default_factory=dict)
+    judge_failures: dict[str, int] = field(default_factory=dict)
+    primary_metric: str = PRIMARY_METRIC
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.metric_configs)
+
+
+def evaluate(
+    harness: Harness,
+    method_names: list[str],
+    examples: list[Example],
+    *,
+    split: str,
+    metrics: list[Metric] | None = None,
+    judge: LLM | None = None,
+) -> Evaluation:
+    """Predict with every method, score, and compare CoPersona's methods with the best baseline."""
+    config = harness.config.evaluation
+    metrics = metrics if metrics is not None else [load_metric(m, config) for m in config.metrics]
+    names = [m.name for m in metrics]
+    predictions, seconds = {}, {}
+    for name in method_names:
+        started = time.perf_counter()
+        predictions[name] = harness.predict(name, examples)
+        seconds[name] = time.perf_counter() - started
+    indices = resample_indices(len(examples), resamples=config.resamples, seed=config.seed)
+    rows: dict[str, dict[str, np.ndarray]] = {}
+    scores: dict[str, dict[str, Estimate]] = {}
+    with harness.progress.stage("scoring", total=len(method_names) * len(metrics)) as advance:
+        for name in method_names:
+            texts = [p.text for p in predictions[name]]
+            references = [p.reference for p in predictions[name]]
+            rows[name], scores[name] = {}, {}
+            for metric in metrics:
+                rows[name][metric.name] = metric.statistics(texts, references)
+                scores[name][metric.name] = bootstrap(rows[name][metric.name], metric.aggregate, indices)
+                advance(1)
+    roles = {name: METHODS[name].role for name in method_names}
+    primary = PRIMARY_METRIC if PRIMARY_METRIC in names else names[0]
+    baselines = [n for n in method_names if roles[n] == "baseline"]
+    best = max(baselines, key=lambda n: scores[n][primary].mean) if baselines else None
+    comparisons = {}
+    if best is not None:
+        by_name = {m.name: m for m in metrics}
+        for name in (n for n in method_names if roles[n] == "ours"):
+            comparisons[name] = {
+                metric: paired_difference(rows[name][metric], rows[best][metric], by_name[metric].aggregate, indices)
+                for metric in names
+            }
+    evaluation = Evaluation(
+        split=split,
+        examples=[example_key(e) for e in examples],
+        methods=method_names,
+        roles=roles,
+        predictions=predictions,
+        scores=scores,
+        best_baseline=best,
+        comparisons=comparisons,
+        metric_configs={m.name: {"scale": m.scale, **m.config()} for m in metrics},
+        config=harness.config.to_dict(),
+        generator=harness.llm().model_id if harness._llm is not None else None,
+        seconds=seconds,
+        primary_metric=primary,
+    )
+    if judge is not None:
+        _judge(evaluation, judge, examples, harness)
+    return evaluation
+
+
+def _judge(evaluation: Evaluation, judge: LLM, examples: list[Example], harness: Harness) -> None:
+    budget = harness.resources().budget(0)
+    items = [item_block(e.target, budget) for e in examples]
+    indices = resample_indices(
+        len(examples), resamples=harness.config.evaluation.resamples, seed=harness.config.evaluation.seed
+    )
+    with harness.progress.stage("judging", total=len(evaluation.methods)) as advance:
+        for name in evaluation.methods:
+            result = judge_reviews(judge, items, [p.text for p in evaluation.predictions[name]])
+            evaluation.judge_failures[name] = result.failures
+            evaluation.judge[name] = {}
+            for criterion in CRITERIA:
+                values = np.array([s[criterion] for s in result.scores]).reshape(-1, 1)
+                evaluation.judge[name][criterion] = bootstrap(values, _nanmean, indices)
+            advance(1)
+
+
+def _nanmean(rows: np.ndarray) -> float:
+    """Mean over the judged examples; NaN (a failed answer) is left out, never counted as 0."""
+    kept = rows[~np.isnan(rows[:, 0]), 0]
+    return float(kept.mean()) if len(kept) else math.nan
+
+
+def generator_spec(store: Store, config: HarnessConfig) -> str:
+    """The configured generator, else the LLM the store was built with."""
+    return config.llm or (store.get_meta("build_config") or {}).get("llm", "smollm2")
+
+
+def open_harness(
+    store: Store, config: HarnessConfig, *, with_generator: bool = True, progress: Progress | None = None
+) -> Harness:
+    """A harness whose generator and embedder load from the spec strings, when first needed."""
+    from copersona.backends import load_embedder, load_llm_backend
+
+    pinned = store.get_meta("pinned_config") or {}
+    spec = generator_spec(store, config)
+    return Harness(
+        store,
+        config,
+        llm=(lambda: LLM(load_llm_backend(spec), cache=store)) if with_generator else None,
+        embedder=lambda: load_embedder(pinned.get("embedder", "minilm")),
+        progress=progress,
+    )
+
+
+def select_examples(store: Store, split: str, limit: int | None) -> list[Example]:
+    """The split's examples of the first ``limit`` users by id (ids are opaque, so this is no bias by activity)."""
+    examples = store.examples(split)
+    if limit is not None:
+        users = sorted({e.user_id for e in examples})[:limit]
+        keep = set(users)
+        examples = [e for e in examples if e.user_id in keep]
+    return examples

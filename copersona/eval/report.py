@@ -1,0 +1,181 @@
+"""Evaluation outputs: results.json, results.csv, predictions.jsonl, report.md and PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+from copersona.eval.harness import Evaluation
+from copersona.eval.stats import Estimate
+
+LABELS = {"rouge1": "R-1", "rougeL": "R-L", "meteor": "MET.", "bleu": "BL.", "bertscore": "BS."}
+BERTSCORE_NOTE = (
+    "BERTScore here uses {model} (layer {layer}); the papers use led-base-16384, so these BERTScore "
+    "values are not comparable with the papers' numbers, only with each other."
+)
+
+
+def results_dict(evaluation: Evaluation) -> dict:
+    return {
+        "split": evaluation.split,
+        "examples": len(evaluation.examples),
+        "generator": evaluation.generator,
+        "primary_metric": evaluation.primary_metric,
+        "methods": {
+            name: {
+                "role": evaluation.roles[name],
+                "seconds": evaluation.seconds[name],
+                "metrics": {metric: est.to_dict() for metric, est in evaluation.scores[name].items()},
+                "judge": {c: est.to_dict() for c, est in evaluation.judge.get(name, {}).items()},
+                "judge_failures": evaluation.judge_failures.get(name),
+                "truncations": sum(len(p.truncations) for p in evaluation.predictions[name]),
+                "notes": dict(Counter(n for p in evaluation.predictions[name] for n in p.notes)),
+                "completion_tokens": sum(p.completion_tokens for p in evaluation.predictions[name]),
+            }
+            for name in evaluation.methods
+        },
+        "best_baseline": evaluation.best_baseline,
+        "comparisons": {
+            name: {metric: c.to_dict() for metric, c in by_metric.items()}
+            for name, by_metric in evaluation.comparisons.items()
+        },
+        "metric_configs": evaluation.metric_configs,
+        "config": evaluation.config,
+    }
+
+
+def _cell(estimate: Estimate, scale: str, bold: bool = False) -> str:
+    digits = 2 if scale == "0-100" else 4
+    text = f"{estimate.mean:.{digits}f} ± {(estimate.high - estimate.low) / 2:.{digits}f}"
+    return f"**{text}**" if bold else text
+
+
+def markdown(evaluation: Evaluation, title: str = "Evaluation") -> str:
+    metrics = evaluation.metrics
+    scales = {m: evaluation.metric_configs[m]["scale"] for m in metrics}
+    generating = [n for n in evaluation.methods if evaluation.roles[n] != "reference"]
+    best = {m: max(generating, key=lambda n: evaluation.scores[n][m].mean) for m in metrics} if generating else {}
+    lines = [
+        f"# {title}",
+        "",
+        f"{len(evaluation.examples)} examples of the {evaluation.split} split; generator "
+        f"`{evaluation.generator or 'none'}`. Cells: mean ± half the 95% bootstrap interval. "
+        "Best generating method per column in bold. Reference points use no LLM.",
+        "",
+        "| Method | " + " | ".join(LABELS.get(m, m) for m in metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
+    for name in evaluation.methods:
+        label = f"{name} (reference, no LLM)" if evaluation.roles[name] == "reference" else name
+        cells = [_cell(evaluation.scores[name][m], scales[m], best.get(m) == name) for m in metrics]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if evaluation.comparisons:
+        lines += [
+            "",
+            f"## Paired comparison with the best baseline ({evaluation.best_baseline}, by {evaluation.primary_metric})",
+            "",
+            "Difference (method - baseline) on the same examples, 95% paired-bootstrap interval, two-sided p.",
+            "",
+            "| Method | Metric | Difference | 95% interval | p |",
+            "|---|---|---|---|---|",
+        ]
+        for name, by_metric in evaluation.comparisons.items():
+            for metric, c in by_metric.items():
+                d = c.difference
+                lines.append(
+                    f"| {name} | {LABELS.get(metric, metric)} | {d.mean:+.4f} | "
+                    f"[{d.low:+.4f}, {d.high:+.4f}] | {c.p_value:.3f} |"
+                )
+    if evaluation.judge:
+        criteria = list(next(iter(evaluation.judge.values())))
+        lines += [
+            "",
+            "## LLM-as-judge (1-10)",
+            "",
+            "| Method | " + " | ".join(criteria) + " | failed answers |",
+            "|---|" + "---|" * (len(criteria) + 1),
+        ]
+        for name, by_criterion in evaluation.judge.items():
+            cells = [_cell(by_criterion[c], "0-10") for c in criteria]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {evaluation.judge_failures.get(name, 0)} |")
+    lines += ["", "## Run", ""]
+    for name in evaluation.methods:
+        preds = evaluation.predictions[name]
+        notes = Counter(n for p in preds for n in p.notes)
+        cut = sum(len(p.truncations) for p in preds)
+        extra = "; ".join(f"{n}: {c}" for n, c in notes.most_common()) or "no fallbacks"
+        lines.append(
+            f"- `{name}`: {evaluation.seconds[name]:.1f} s, {sum(p.completion_tokens for p in preds)} "
+            f"tokens generated, {cut} truncated components; {extra}."
+        )
+    if "bertscore" in metrics:
+        config = evaluation.metric_configs["bertscore"]
+        lines += ["", BERTSCORE_NOTE.format(model=config["model"], layer=config["layer"])]
+    lines += ["", "Metric configurations are in `results.json` (`metric_configs`)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_metrics(evaluation: Evaluation, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = evaluation.metrics
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
+    colours = {"baseline": "#8c8c8c", "ours": "#1f77b4", "reference": "#e6a23c"}
+    for ax, metric in zip(axes[0], metrics):
+        estimates = [evaluation.scores[n][metric] for n in evaluation.methods]
+        means = [e.mean for e in estimates]
+        errors = [[e.mean - e.low for e in estimates], [e.high - e.mean for e in estimates]]
+        ax.bar(
+            range(len(means)),
+            means,
+            yerr=errors,
+            capsize=3,
+            color=[colours[evaluation.roles[n]] for n in evaluation.methods],
+        )
+        ax.set_xticks(range(len(means)), evaluation.methods, rotation=60, ha="right", fontsize=8)
+        ax.set_title(LABELS.get(metric, metric))
+    fig.suptitle(
+        f"{evaluation.split}: {len(evaluation.examples)} examples (grey baselines, blue CoPersona, "
+        "orange no-LLM references)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_evaluation(evaluation: Evaluation, out: Path, title: str = "Evaluation") -> list[Path]:
+    """Write every output of one evaluation into ``out``; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    path = out / "results.json"
+    path.write_text(json.dumps(results_dict(evaluation), indent=2))
+    written.append(path)
+    path = out / "results.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "role", "metric", "mean", "low", "high", "n"])
+        for name in evaluation.methods:
+            for metric, e in evaluation.scores[name].items():
+                writer.writerow([name, evaluation.roles[name], metric, e.mean, e.low, e.high, e.n])
+            for criterion, e in evaluation.judge.get(name, {}).items():
+                writer.writerow([name, evaluation.roles[name], f"judge_{criterion}", e.mean, e.low, e.high, e.n])
+    written.append(path)
+    path = out / "predictions.jsonl"
+    with path.open("w") as handle:
+        for name in evaluation.methods:
+            for prediction in evaluation.predictions[name]:
+                handle.write(json.dumps(prediction.to_dict()) + "\n")
+    written.append(path)
+    path = out / "report.md"
+    path.write_text(markdown(evaluation, title))
+    written.append(path)
+    path = out / "metrics.png"
+    plot_metrics(evaluation, path)
+    written.append(path)
+    return written
