@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from copersona.config import BuildConfig, describe
+from copersona.config import BuildConfig, HarnessConfig, describe
 
 app = typer.Typer(
     add_completion=False,
@@ -236,11 +236,144 @@ def check_graph_command(
     Console().print(table)
 
 
+def _harness_config(
+    path: Optional[Path],
+    llm: Optional[str] = None,
+    retriever: Optional[str] = None,
+    neighbours: Optional[int] = None,
+    temperature: Optional[float] = None,
+    seed: Optional[int] = None,
+    metrics: Optional[str] = None,
+) -> HarnessConfig:
+    """The config file's ``[harness]`` table with the command line's settings on top."""
+    config = HarnessConfig.load(path) if path else HarnessConfig()
+    if llm:
+        config.llm = llm
+    if retriever:
+        config.retrieval.retriever = retriever
+    if neighbours is not None:
+        config.retrieval.neighbours = neighbours
+    if temperature is not None:
+        config.generation.temperature = temperature
+    if seed is not None:
+        config.generation.seed = seed
+    if metrics:
+        config.evaluation.metrics = _names(metrics)
+    return config
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+ConfigOption = Annotated[Optional[Path], typer.Option(help="Config file whose [harness] table sets inference.")]
+LLMOption = Annotated[Optional[str], typer.Option(help="Generator spec (default: the store's build LLM).")]
+RetrieverOption = Annotated[Optional[str], typer.Option(help="Self-history retriever: bm25, dense or recency.")]
+NeighboursOption = Annotated[Optional[int], typer.Option(help="Peers in the facet peer context (0-3).")]
+TemperatureOption = Annotated[Optional[float], typer.Option(help="Sampling temperature.")]
+SeedOption = Annotated[Optional[int], typer.Option(help="Sampling seed.")]
+
+
+@app.command()
+def generate(
+    store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
+    user: Annotated[str, typer.Option(help="The user to write for.")],
+    item: Annotated[Optional[str], typer.Option(help="Target item id (default: the user's test target).")] = None,
+    method: Annotated[str, typer.Option(help="Method name (see `copersona methods`).")] = "copersona-np",
+    rating: Annotated[Optional[float], typer.Option(help="Rating of the review to write (new items).")] = None,
+    title: Annotated[Optional[str], typer.Option(help="Review title (new items).")] = None,
+    explain: Annotated[bool, typer.Option(help="Show the exact input the method built.")] = False,
+    config: ConfigOption = None,
+    llm: LLMOption = None,
+    retriever: RetrieverOption = None,
+    neighbours: NeighboursOption = None,
+    temperature: TemperatureOption = None,
+    seed: SeedOption = None,
+) -> None:
+    """Write USER's review of an item with one method (and show what it was given)."""
+    from copersona.eval.harness import open_harness
+    from copersona.generate import request_example
+    from copersona.store.sqlite import Store
+
+    harness_config = _harness_config(config, llm, retriever, neighbours, temperature, seed)
+    with Store(store) as db:
+        example = request_example(db, user, item, rating=rating, title=title)
+        harness = open_harness(db, harness_config, progress=RichProgress())
+        prediction = harness.predict(method, [example])[0]
+        if explain:
+            console.print_json(json.dumps(harness.inputs(method, example).to_dict()))
+    typer.echo(prediction.text)
+
+
+@app.command()
+def evaluate(
+    store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
+    out: Annotated[Path, typer.Option(help="Folder for results.json/csv, predictions.jsonl, report.md, plots.")],
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods; copy-self and copy-peer are always added.")
+    ] = "nonperso,rag,pag,dpl,copersona-np",
+    split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate the first N users (by id) of the split.")] = None,
+    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metrics (default: all five).")] = None,
+    judge: Annotated[Optional[str], typer.Option(help="Also score with this LLM as judge (spec).")] = None,
+    ablation: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Also run an ablation: neighbours, retriever, temperature or facets (repeatable)."),
+    ] = None,
+    config: ConfigOption = None,
+    llm: LLMOption = None,
+    retriever: RetrieverOption = None,
+    neighbours: NeighboursOption = None,
+    temperature: TemperatureOption = None,
+    seed: SeedOption = None,
+) -> None:
+    """Run methods and the no-LLM reference points on one split; write results, a report and plots."""
+    from copersona.eval.ablation import run_ablations
+    from copersona.eval.harness import evaluate as run_evaluation
+    from copersona.eval.harness import open_harness, select_examples
+    from copersona.eval.report import write_evaluation
+    from copersona.methods import REFERENCE_METHODS
+    from copersona.store.sqlite import Store
+
+    harness_config = _harness_config(config, llm, retriever, neighbours, temperature, seed, metrics)
+    names = _names(methods)
+    names += [r for r in REFERENCE_METHODS if r not in names]
+    with Store(store) as db:
+        examples = select_examples(db, split, limit)
+        if not examples:
+            raise ValueError(f"{store}: no {split} examples")
+        progress = RichProgress()
+        harness = open_harness(db, harness_config, progress=progress)
+        judge_llm = None
+        if judge:
+            from copersona.backends import load_llm_backend
+            from copersona.backends.llm import LLM
+
+            judge_llm = harness.llm() if judge == harness.llm().model_id else LLM(load_llm_backend(judge), cache=db)
+        evaluation = run_evaluation(harness, names, examples, split=split, judge=judge_llm)
+        written = write_evaluation(evaluation, out, title=f"{store.name}: {split} split")
+        if ablation:
+            written += run_ablations(ablation, db, harness, examples, out, split=split)
+    console.print((out / "report.md").read_text())
+    console.print("wrote " + ", ".join(str(p) for p in written))
+
+
+@app.command(name="methods")
+def list_methods() -> None:
+    """The methods of the harness."""
+    from copersona.methods import METHODS
+
+    table = Table("method", "role", "uses LLM", "what it gives the generator")
+    for name, method in METHODS.items():
+        table.add_row(name, method.role, "yes" if method.uses_generator else "no", method.description)
+    Console().print(table)
+
+
 @app.command(name="config")
 def show_config() -> None:
-    """Every setting with its default and meaning."""
+    """Every setting with its default and meaning (build sections, then the [harness] table)."""
     table = Table("setting", "default", "meaning")
-    for name, default, text in describe(BuildConfig):
+    for name, default, text in describe(BuildConfig) + describe(HarnessConfig, "harness."):
         table.add_row(name, json.dumps(default), text)
     Console().print(table)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from runner import MI, cli
 
 # /work/main/tests/conftest.py -> /work/main is the repo root; the data is ../shared/data from there.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -21,6 +22,24 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def built_store(data_dir, tmp_path_factory) -> Path:
+    """A 40-user build with the embedded default: MiniLM, SmolLM2 for the schema, extractive summaries."""
+    store = tmp_path_factory.mktemp("build") / "mi.sqlite"
+    cli("build", data_dir / MI, "--store", store, "--limit-users", 40)
+    return store
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real packaged SmolLM2 under llama.cpp, loaded once (its tokenizer counts budgets)."""
+    from copersona.backends import load_llm_backend
+
+    backend = load_llm_backend("smollm2", n_threads=1)
+    yield backend
+    backend.close()
 
 
 @pytest.fixture(scope="session")

@@ -9,28 +9,10 @@ import subprocess
 import sys
 import time
 
-import pytest
+from runner import MI
+from runner import cli as _cli
 
 from copersona.facets.induction import builtin_schema
-
-MI = "amazon2014-musical-instruments"
-
-
-def _cli(*args, check=True):
-    result = subprocess.run(
-        [sys.executable, "-m", "copersona.cli", *map(str, args)], capture_output=True, text=True, timeout=900
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"copersona {' '.join(map(str, args))} failed:\n{result.stderr[-3000:]}")
-    return result
-
-
-@pytest.fixture(scope="module")
-def built_store(data_dir, tmp_path_factory):
-    """A 40-user build with the embedded default: MiniLM, SmolLM2 for the schema, extractive summaries."""
-    store = tmp_path_factory.mktemp("build") / "mi.sqlite"
-    _cli("build", data_dir / MI, "--store", store, "--limit-users", 40)
-    return store
 
 
 def test_build_end_to_end_with_real_models(built_store):

@@ -1,0 +1,17 @@
+"""Running the real command line from tests, as a user would (a fresh interpreter per call)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+MI = "amazon2014-musical-instruments"
+
+
+def cli(*args, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "copersona.cli", *map(str, args)], capture_output=True, text=True, timeout=900
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"copersona {' '.join(map(str, args))} failed:\n{result.stderr[-3000:]}")
+    return result
