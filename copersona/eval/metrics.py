@@ -134,12 +134,21 @@ class BertScore(Metric):
     def statistics(self, predictions: list[str], references: list[str]) -> np.ndarray:
         import bert_score
 
-        if not predictions:
-            return np.zeros((0, 1))
-        _, _, f1 = bert_score.score(
-            predictions, references, model_type=self.model, num_layers=self.layer, batch_size=32, verbose=False
-        )
-        return f1.numpy().astype(np.float64).reshape(-1, 1)
+        rows = np.zeros((len(predictions), 1))
+        # An empty text scores 0, as bert-score itself decides; it is not sent to bert-score, whose
+        # empty-string path calls a tokenizer method transformers 5 removed.
+        scored = [i for i, (p, r) in enumerate(zip(predictions, references)) if p.strip() and r.strip()]
+        if scored:
+            _, _, f1 = bert_score.score(
+                [predictions[i] for i in scored],
+                [references[i] for i in scored],
+                model_type=self.model,
+                num_layers=self.layer,
+                batch_size=32,
+                verbose=False,
+            )
+            rows[scored, 0] = f1.numpy()
+        return rows
 
     def config(self) -> dict:
         return {
@@ -149,6 +158,7 @@ class BertScore(Metric):
             "idf": False,
             "rescale_with_baseline": False,
             "score": "F1",
+            "empty_text": 0.0,
             "comparable_with_papers": False,
         }
 

@@ -1,0 +1,86 @@
+"""A small evaluation end to end with the real packaged models, through the command line."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from runner import cli
+
+METHODS = ["nonperso", "rag", "pag", "dpl", "copersona-np", "copy-self", "copy-peer"]
+USERS = 3
+
+
+def _llm_calls(store) -> int:
+    with sqlite3.connect(store) as db:
+        return db.execute("SELECT COUNT(*) FROM llm_cache").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def evaluated(built_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluation")
+    cli("evaluate", built_store, "--out", out, "--limit", USERS, "--judge", "smollm2", "--ablation", "neighbours")
+    return out
+
+
+def test_results_cover_every_method_and_metric(evaluated):
+    results = json.loads((evaluated / "results.json").read_text())
+    assert list(results["methods"]) == METHODS and results["examples"] == USERS
+    for name, method in results["methods"].items():
+        assert method["role"] == {"copersona-np": "ours", "copy-self": "reference", "copy-peer": "reference"}.get(
+            name, "baseline"
+        )
+        assert set(method["metrics"]) == {"rouge1", "rougeL", "meteor", "bleu", "bertscore"}
+        for estimate in method["metrics"].values():
+            assert estimate["n"] == USERS and estimate["low"] <= estimate["mean"] <= estimate["high"]
+        judged = method["judge"]
+        assert set(judged) == {"authenticity", "practical_details", "human_likeness"}
+        assert 0 <= method["judge_failures"] <= USERS
+    assert results["best_baseline"] in ("nonperso", "rag", "pag", "dpl")
+    assert set(results["comparisons"]["copersona-np"]) == {"rouge1", "rougeL", "meteor", "bleu", "bertscore"}
+    assert results["metric_configs"]["bertscore"]["comparable_with_papers"] is False
+    assert results["config"]["generation"]["temperature"] == 0.8
+
+
+def test_predictions_and_report_are_written(evaluated):
+    lines = [json.loads(line) for line in (evaluated / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == len(METHODS) * USERS
+    generated = [p for p in lines if p["method"] in METHODS[:5]]
+    assert sum(bool(p["text"]) for p in generated) >= 0.8 * len(generated)
+    assert all(p["completion_tokens"] > 0 for p in generated if p["text"])
+    report = (evaluated / "report.md").read_text()
+    assert "| Method | R-1 | R-L | MET. | BL. | BS. |" in report
+    assert "not comparable with the papers' numbers" in report and "Paired comparison" in report
+    assert (evaluated / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    rows = (evaluated / "results.csv").read_text().splitlines()
+    assert rows[0] == "method,role,metric,mean,low,high,n" and len(rows) > len(METHODS) * 5
+
+
+def test_neighbour_ablation_varies_the_peer_count(evaluated):
+    ablation = json.loads((evaluated / "ablation-neighbours.json").read_text())
+    assert ablation["values"] == ["0", "1", "2", "3"]
+    assert all(set(r) == {"copersona-np"} for r in ablation["results"].values())
+    assert (evaluated / "ablation-neighbours.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rerun_is_served_from_the_cache(evaluated, built_store, tmp_path):
+    before = _llm_calls(built_store)
+    cli("evaluate", built_store, "--out", tmp_path, "--limit", USERS, "--methods", "rag,copersona-np")
+    assert _llm_calls(built_store) == before
+    old = {(p["method"], p["example"]): p["text"] for p in map(json.loads, (evaluated / "predictions.jsonl").open())}
+    for p in map(json.loads, (tmp_path / "predictions.jsonl").open()):
+        assert old[(p["method"], p["example"])] == p["text"]
+
+
+def test_generate_explains_its_input(built_store):
+    with sqlite3.connect(built_store) as db:
+        user = db.execute("SELECT user_id FROM interactions WHERE heldout_rank = 0 ORDER BY user_id").fetchone()[0]
+    result = cli("generate", built_store, "--user", user, "--method", "copersona-np", "--explain")
+    assert result.stdout.strip()  # the review
+    assert '"method": "copersona-np"' in result.stderr and '"messages"' in result.stderr
+
+
+def test_unknown_method_is_one_clear_line(built_store, tmp_path):
+    result = cli("evaluate", built_store, "--out", tmp_path, "--methods", "magic", check=False)
+    assert result.returncode == 1 and "unknown method 'magic'" in result.stderr

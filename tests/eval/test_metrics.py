@@ -1,0 +1,63 @@
+"""Metric values against the libraries' documented examples, and the resampling interface."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from copersona.eval.metrics import METRICS, load_metric
+
+
+def test_rouge_matches_the_rouge_score_readme_example():
+    # rouge-score's README: score('The quick brown fox jumps over the lazy dog', 'The quick brown dog jumps on the log.')
+    # unigram overlap 6 of 8 predicted and 9 reference tokens: F = 2 * (6/8 * 6/9) / (6/8 + 6/9) = 12/17.
+    rows = load_metric("rouge1").statistics(
+        ["The quick brown dog jumps on the log."], ["The quick brown fox jumps over the lazy dog"]
+    )
+    assert rows[0, 0] == pytest.approx(12 / 17)
+
+
+def test_meteor_matches_the_nltk_docstring_example():
+    hypothesis = "It is a guide to action which ensures that the military always obeys the commands of the party"
+    reference = "It is a guide to action that ensures that the military will forever heed Party commands"
+    rows = load_metric("meteor").statistics([hypothesis], [reference])
+    assert round(float(rows[0, 0]), 4) == 0.6944  # nltk.translate.meteor_score docstring
+
+
+def test_corpus_bleu_from_summed_statistics_equals_sacrebleu():
+    import sacrebleu
+
+    # sacrebleu's README example (first reference stream).
+    hypotheses = ["The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."]
+    references = ["The dog bit the man.", "It was not unexpected.", "The man bit him first."]
+    metric = load_metric("bleu")
+    rows = metric.statistics(hypotheses, references)
+    assert rows.shape == (3, 10)
+    assert metric.aggregate(rows) == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score)
+    assert metric.aggregate(rows[[0, 0, 2]]) == pytest.approx(
+        sacrebleu.corpus_bleu([hypotheses[0], hypotheses[0], hypotheses[2]], [[references[i] for i in (0, 0, 2)]]).score
+    )
+
+
+def test_bertscore_on_the_packaged_encoder():
+    metric = load_metric("bertscore")
+    same = "These strings sound bright and stay in tune for weeks."
+    rows = metric.statistics(
+        [same, "These strings sound warm and keep their tuning.", "I ordered a red sofa."], [same, same, same]
+    )
+    assert rows[0, 0] == pytest.approx(1.0, abs=1e-4)
+    assert rows[0, 0] > rows[1, 0] > rows[2, 0]
+    assert metric.config()["comparable_with_papers"] is False
+
+
+@pytest.mark.parametrize("name", METRICS)
+def test_every_metric_scores_an_empty_prediction_without_failing(name):
+    metric = load_metric(name)
+    rows = metric.statistics(["", "A fine tuner."], ["A fine tuner that clips on.", "A fine tuner."])
+    assert len(rows) == 2 and np.isfinite(metric.aggregate(rows))
+    assert metric.config()
+
+
+def test_unknown_metric_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown metric"):
+        load_metric("cider")
