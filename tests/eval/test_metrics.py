@@ -9,8 +9,9 @@ from copersona.eval.metrics import METRICS, load_metric
 
 
 def test_rouge_matches_the_rouge_score_readme_example():
-    # rouge-score's README: score('The quick brown fox jumps over the lazy dog', 'The quick brown dog jumps on the log.')
-    # unigram overlap 6 of 8 predicted and 9 reference tokens: F = 2 * (6/8 * 6/9) / (6/8 + 6/9) = 12/17.
+    # rouge-score's README: score(target='The quick brown fox jumps over the lazy dog',
+    # prediction='The quick brown dog jumps on the log.'). Unigram overlap: 6 of 8 predicted and of
+    # 9 reference tokens, so F = 2 * (6/8 * 6/9) / (6/8 + 6/9) = 12/17.
     rows = load_metric("rouge1").statistics(
         ["The quick brown dog jumps on the log."], ["The quick brown fox jumps over the lazy dog"]
     )
