@@ -58,10 +58,10 @@ def facet_variant(store: Store, num_facets: int, folder: Path, harness: Harness)
     path = folder / f"facets-{num_facets}.sqlite"
     if not path.exists():
         partial = path.with_suffix(".partial")
-        with Store(partial) as copy_:
-            store._db.execute("PRAGMA wal_checkpoint(FULL)")
-            store._db.backup(copy_._db)
-            copy_.reset_personas()
+        folder.mkdir(parents=True, exist_ok=True)
+        store.backup(partial)
+        with Store(partial) as copied:
+            copied.reset_personas()
         partial.rename(path)
     config = BuildConfig.from_dict(store.get_meta("build_config"))
     config.facets.num_facets = num_facets

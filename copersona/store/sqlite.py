@@ -374,6 +374,12 @@ class Store:
         ).fetchall()
         return [r[0] for r in rows], _matrix([r[1] for r in rows]), [r[2] for r in rows]
 
+    def backup(self, path: str | Path) -> None:
+        """A consistent copy of the whole store at ``path`` (SQLite's online backup)."""
+        with sqlite3.connect(str(path)) as target:
+            self._db.backup(target)
+        target.close()
+
     def reset_personas(self) -> None:
         """Forget the facet schema and everything built on it (states, graph, calibration, pins).
 

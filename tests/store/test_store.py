@@ -94,6 +94,19 @@ def test_facet_states_edges_and_neighbours(tmp_path):
         assert [p.user_id for p in peers] == ["b", "c"]
         assert peers[0].combined == pytest.approx((0.8 + 0.5) / 3)  # mean over all M facets
         assert store.schema().facets == schema.facets and store.schema().source == "builtin"
+        store.write_users([_user("a", 6)], holdout_k=2)
+        store.set_meta("pinned_config", {"facets.num_facets": 3})
+        store.cache_put("k", "m", {}, "answer", 1, 1, 0.1)
+
+        store.backup(tmp_path / "copy.sqlite")
+    with Store(tmp_path / "copy.sqlite") as copied:
+        assert copied.count("edges") == 3 and copied.neighbours("a")[0].user_id == "b"
+        copied.reset_personas()
+        assert copied.schema() is None and copied.get_meta("pinned_config") is None
+        assert all(copied.count(t) == 0 for t in ("facets", "facet_states", "edges"))
+        assert copied.count("interactions") == 6 and copied.cache_get("k")["text"] == "answer"
+    with Store(tmp_path / "s.sqlite", read_only=True) as original:  # the source is untouched
+        assert original.count("edges") == 3 and original.schema() is not None
 
 
 def test_cache_and_run_log(tmp_path):

@@ -1,0 +1,132 @@
+"""Per-request input assembly and generation throughput of the evaluation harness.
+
+    python3 benchmarks/harness.py [--store runs/bench-mi-1000.sqlite] [--users 1000] [--generate 8]
+
+1. Input assembly (no generation): for every method, the time ``inputs(example)`` takes on each of
+   the test examples of ``--users`` real users (retrieval, peer context, budgets, prompt layout),
+   p50 and p99. The store is built once from ../shared/data with configs/amazon2014-mi-sparse.toml
+   if missing. Each request is timed cold: every example is a different user, so nothing of it
+   is cached; one-off loads (the peer index, DPL's clustering, the tokenizer) are done before timing.
+2. Generation: tokens per second for the same ``--generate`` copersona-np prompts sent raw to the
+   llama.cpp backend, and through the harness (batching, the store cache, post-processing) with an
+   empty cache, then again with a warm cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from copersona.backends import load_embedder, load_llm_backend
+from copersona.backends.llm import LLM, Request
+from copersona.build import Backends, Build
+from copersona.config import BuildConfig, HarnessConfig
+from copersona.eval.harness import STOP, Harness
+from copersona.store.sqlite import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("nonperso", "rag", "pag", "dpl", "copersona-np", "copy-self", "copy-peer")
+
+
+def ensure_store(path: Path) -> None:
+    if path.exists():
+        return
+    config = BuildConfig.load(ROOT / "configs" / "amazon2014-mi-sparse.toml")
+    with Store(path) as store:
+        backends = Backends(
+            embedder_factory=lambda: load_embedder(config.embedder),
+            llm_factory=lambda db: LLM(load_llm_backend(config.llm), cache=db),
+        )
+        Build(store, config, backends).run(ROOT.parent / "shared" / "data" / "amazon2014-musical-instruments")
+
+
+def assembly(store: Store, harness: Harness, users: int) -> list[tuple[str, int, float, float, float]]:
+    examples = store.examples("test")
+    seen, picked = set(), []
+    for example in examples:
+        if example.user_id not in seen:
+            seen.add(example.user_id)
+            picked.append(example)
+    picked = picked[:users]
+    rows = []
+    for name in METHODS:
+        method = harness.method(name, picked)
+        method.inputs(picked[0])  # one-off loads happen here, not in the timings
+        times = []
+        for example in picked[1:]:
+            started = time.perf_counter()
+            method.inputs(example)
+            times.append((time.perf_counter() - started) * 1000)
+        rows.append((name, len(times), statistics.median(times), float(np.percentile(times, 99)), max(times)))
+    return rows
+
+
+def generation(store: Store, harness: Harness, count: int) -> list[tuple[str, int, float, float]]:
+    examples = store.examples("test")[:count]
+    inputs = [harness.inputs("copersona-np", e) for e in examples]
+    backend = harness.llm().backend
+    g = harness.config.generation
+    requests = [
+        Request.chat(i.messages, temperature=g.temperature, max_tokens=i.max_tokens, seed=g.seed, stop=STOP)
+        for i in inputs
+    ]
+    rows = []
+    started = time.perf_counter()
+    completions = backend.complete(requests)
+    elapsed = time.perf_counter() - started
+    tokens = sum(c.completion_tokens for c in completions)
+    rows.append(("raw llama.cpp backend", tokens, elapsed, tokens / elapsed))
+    with tempfile.TemporaryDirectory() as folder:
+        cache_path = Path(folder) / "cache.sqlite"
+        store.backup(cache_path)  # the generations below are new to this copy's cache
+        with Store(cache_path) as cache_store:
+            cached_harness = Harness(
+                cache_store,
+                harness.config,
+                llm=lambda: LLM(backend, cache=cache_store),
+                embedder=harness._embedder_factory,
+            )
+            for label in ("harness, empty cache", "harness, warm cache"):
+                started = time.perf_counter()
+                predictions = cached_harness.predict("copersona-np", examples)
+                elapsed = time.perf_counter() - started
+                tokens = sum(p.completion_tokens for p in predictions)
+                rows.append((label, tokens, elapsed, tokens / elapsed))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", type=Path, default=ROOT / "runs" / "bench-mi-1000.sqlite")
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--generate", type=int, default=8)
+    args = parser.parse_args()
+    ensure_store(args.store)
+    with Store(args.store) as store:
+        harness = Harness(
+            store,
+            HarnessConfig(),
+            llm=lambda: LLM(load_llm_backend("smollm2")),
+            embedder=lambda: load_embedder("minilm"),
+        )
+        rows = assembly(store, harness, args.users)
+        print(f"\nInput assembly per request, {rows[0][1]} users (ms; the aim is p50 < 1 ms)")
+        print(f"{'method':<14}{'requests':>9}{'p50':>9}{'p99':>9}{'max':>9}")
+        for name, n, p50, p99, worst in rows:
+            print(f"{name:<14}{n:>9}{p50:>9.3f}{p99:>9.3f}{worst:>9.2f}")
+        if args.generate:
+            rows = generation(store, harness, args.generate)
+            raw = rows[0][3]
+            print(f"\nGeneration, {args.generate} copersona-np prompts (SmolLM2-135M, llama.cpp, this CPU)")
+            print(f"{'path':<24}{'tokens':>8}{'seconds':>9}{'tokens/s':>10}{'vs raw':>8}")
+            for label, tokens, seconds, rate in rows:
+                print(f"{label:<24}{tokens:>8}{seconds:>9.2f}{rate:>10.1f}{rate / raw:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
