@@ -330,7 +330,7 @@ def evaluate(
     """Run methods and the no-LLM reference points on one split; write results, a report and plots."""
     from copersona.eval.ablation import run_ablations
     from copersona.eval.harness import evaluate as run_evaluation
-    from copersona.eval.harness import open_harness, select_examples
+    from copersona.eval.harness import generator_spec, open_harness, select_examples
     from copersona.eval.report import write_evaluation
     from copersona.methods import REFERENCE_METHODS
     from copersona.store.sqlite import Store
@@ -349,7 +349,8 @@ def evaluate(
             from copersona.backends import load_llm_backend
             from copersona.backends.llm import LLM
 
-            judge_llm = harness.llm() if judge == harness.llm().model_id else LLM(load_llm_backend(judge), cache=db)
+            same = judge == generator_spec(db, harness_config)  # one model in memory when they are the same
+            judge_llm = harness.llm() if same else LLM(load_llm_backend(judge), cache=db)
         evaluation = run_evaluation(harness, names, examples, split=split, judge=judge_llm)
         written = write_evaluation(evaluation, out, title=f"{store.name}: {split} split")
         if ablation:
