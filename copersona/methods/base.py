@@ -7,6 +7,7 @@ final answer itself: the harness batches, caches and times generation the same w
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from abc import ABC, abstractmethod
@@ -24,6 +25,14 @@ from copersona.retrieval import HistoryRetriever, PeerIndex, TokenBudget, Trunca
 from copersona.store.sqlite import Store
 
 Message = dict[str, str]
+
+# Distinct texts whose token counts are remembered (a few MB at most).
+TOKEN_COUNT_CACHE = 1 << 18
+
+
+def profile_key(profile: list[Interaction]) -> tuple:
+    """Identifies a profile: a user's history up to some point is fixed by its user and length."""
+    return (profile[0].user_id, len(profile)) if profile else ()
 
 
 def example_key(example: Example) -> str:
@@ -79,7 +88,8 @@ class Resources:
     ):
         self.store = store
         self.config = config
-        self.count_tokens = count_tokens
+        # Memoized: a stored text (a review, a peer's package) is counted once, whichever request places it.
+        self.count_tokens = functools.lru_cache(maxsize=TOKEN_COUNT_CACHE)(count_tokens)
         self.context_window = context_window
         self._embedder_factory = embedder
         self._llm_factory = llm

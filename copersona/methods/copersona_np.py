@@ -40,6 +40,12 @@ class CoPersonaNP(PromptMethod):
     description = "CoPersona without the parametric branch: BM25 history + facet-aligned peer exemplars."
     role = "ours"
 
+    def stored_texts(self, example: Example) -> list[str]:
+        groups = self.resources.peers.context(example.user_id, self.config.retrieval.neighbours)
+        return [f"{g.facet.name}: {g.facet.definition}" for g in groups] + [
+            sanitize(e.package()) for g in groups for e in g.exemplars
+        ]
+
     def context(self, example: Example, budget: TokenBudget) -> tuple[list[str], dict[str, str], list[str]]:
         limit = self.config.retrieval.neighbours
         groups = self.resources.peers.context(example.user_id, limit) if limit > 0 else []

@@ -20,11 +20,10 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from copersona.data.records import Example, Interaction
+from copersona.data.records import Interaction
 from copersona.facets.profile import STYLE_FEATURES, recent, style_features
-from copersona.methods.prompts import PromptMethod, fenced, sanitize
-from copersona.methods.writer import ProfileWriter
-from copersona.retrieval import TokenBudget
+from copersona.methods.prompts import sanitize
+from copersona.methods.writer import ProfileMethod
 from copersona.store.sqlite import StoreError
 
 _FEATURE = {name: i for i, name in enumerate(STYLE_FEATURES)}
@@ -54,9 +53,11 @@ def _describe_style(user: np.ndarray, others: np.ndarray) -> tuple[str, str]:
     return writing, emotional
 
 
-class DPL(PromptMethod):
+class DPL(ProfileMethod):
     name = "dpl"
     description = "A difference-aware profile against representative users (clustering medoids) + retrieved reviews."
+    block_title = "How this customer differs from representative customers:"
+    part = "difference profile"
 
     @cached_property
     def profile_vectors(self) -> dict[str, np.ndarray]:
@@ -86,10 +87,6 @@ class DPL(PromptMethod):
             [_document(p) for p in profiles.values()]
         )
 
-    @cached_property
-    def writer(self) -> ProfileWriter:
-        return ProfileWriter(self.resources, self._writer_prompt)
-
     def compared_with(self, user_id: str) -> list[str]:
         """The representatives nearest the user in profile space (never the user itself)."""
         candidates = [r for r in self.representatives if r != user_id]
@@ -100,13 +97,14 @@ class DPL(PromptMethod):
         order = sorted(range(len(candidates)), key=lambda i: (-similarity[i], candidates[i]))
         return [candidates[i] for i in order[: self.config.methods.dpl_compare]]
 
-    def measured_profile(self, example: Example) -> str:
-        others = self.compared_with(example.user_id)
+    def computed_profile(self, profile: list[Interaction]) -> str:
+        """The measured differences on the three dimensions."""
+        others = self.compared_with(profile[0].user_id)
         profiles = self.resources.profiles
-        user_style = style_features(example.profile)
+        user_style = style_features(profile)
         other_style = np.mean([style_features(profiles[r]) for r in others], axis=0)
         writing, emotional = _describe_style(user_style, other_style)
-        matrix = self.tfidf.transform([_document(example.profile), *(_document(profiles[r]) for r in others)])
+        matrix = self.tfidf.transform([_document(profile), *(_document(profiles[r]) for r in others)])
         difference = matrix[0].toarray().ravel() - np.asarray(matrix[1:].mean(axis=0)).ravel()
         terms = self.tfidf.get_feature_names_out()
         count = self.config.methods.dpl_terms
@@ -116,7 +114,7 @@ class DPL(PromptMethod):
         semantic += f"; less about {', '.join(fewer)}." if fewer else "."
         return f"Compared with {len(others)} representative reviewers:\n{writing}\n{emotional}\n{semantic}"
 
-    def _writer_prompt(self, profile: list[Interaction]) -> str:
+    def writer_prompt(self, profile: list[Interaction]) -> str:
         profiles = self.resources.profiles
         own = "\n".join(sanitize(i.profile_line()) for i in recent(profile, WRITER_REVIEWS))
         others = "\n".join(
@@ -128,18 +126,3 @@ class DPL(PromptMethod):
             f"and semantic style (topics, aspects).\nTarget customer:\n<data>\n{own}\n</data>\n"
             f"Other customers:\n<data>\n{others}\n</data>"
         )
-
-    def prepare(self, examples: list[Example]) -> None:
-        if self.config.methods.profile_writer == "llm":
-            self.writer.write_all([e.profile for e in examples])
-
-    def context(self, example: Example, budget: TokenBudget) -> tuple[list[str], dict[str, str], list[str]]:
-        if not example.profile:
-            return [], {"difference": ""}, ["empty history: no difference profile"]
-        llm = self.config.methods.profile_writer == "llm"
-        text = self.writer.written(example.profile) if llm else self.measured_profile(example)
-        text = budget.fit(sanitize(text), budget.limit("per_review"), "difference profile")
-        if not text:
-            return [], {"difference": ""}, ["difference profile did not fit the budget"]
-        title = "How this customer differs from representative customers:"
-        return fenced(title, text, budget), {"difference": text}, []

@@ -117,6 +117,23 @@ class PromptMethod(Method):
         """The method's own blocks for the system message, the parts to explain, and notes."""
         return [], {}, []
 
+    def stored_texts(self, example: Example) -> list[str]:
+        """Stored texts a request for ``example`` may place besides its history (counted offline)."""
+        return []
+
+    def prepare(self, examples: list[Example]) -> None:
+        """Offline: the history index of every profile and the token counts of every stored text.
+
+        What is left for the request path is the query: its retrieval scores and its own tokens.
+        """
+        if self.retrieves_history:
+            self.resources.retriever.warm(e.profile for e in examples)
+        count = self.resources.count_tokens
+        count(SYSTEM)
+        for example in examples:
+            for text in [sanitize(i.text) for i in example.profile] + self.stored_texts(example):
+                count(text)
+
     def inputs(self, example: Example) -> MethodInput:
         resources = self.resources
         words = resources.target_words(example.profile) if self.personal else resources.population_words

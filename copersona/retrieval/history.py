@@ -56,8 +56,8 @@ class HistoryRetriever(ABC):
             return []
         return [profile[i] for i in _ranked(self.scores(profile, query), k)]
 
-    def warm(self, interactions: Iterable[Interaction]) -> None:  # noqa: B027 - optional offline hook
-        """Precompute what retrieval over these interactions needs (offline; optional)."""
+    def warm(self, profiles: Iterable[list[Interaction]]) -> None:  # noqa: B027 - optional offline hook
+        """Precompute what retrieval over these profiles needs (offline), so a request only scores."""
 
 
 class RecencyRetriever(HistoryRetriever):
@@ -104,6 +104,11 @@ class BM25Retriever(HistoryRetriever):
             self._indexes.move_to_end(key)
         return index
 
+    def warm(self, profiles: Iterable[list[Interaction]]) -> None:
+        for profile in profiles:
+            if profile:
+                self._index(profile)
+
     def scores(self, profile: list[Interaction], query: Interaction) -> np.ndarray:
         terms = [t for t in self._tokens([query_text(query)])[0] if t]
         if not terms:
@@ -127,8 +132,8 @@ class DenseRetriever(HistoryRetriever):
                 self._vectors[text] = vector
         return np.vstack([self._vectors[t] for t in texts])
 
-    def warm(self, interactions: Iterable[Interaction]) -> None:
-        self._embed([document_text(i) for i in interactions])
+    def warm(self, profiles: Iterable[list[Interaction]]) -> None:
+        self._embed([document_text(i) for profile in profiles for i in profile])
 
     def scores(self, profile: list[Interaction], query: Interaction) -> np.ndarray:
         vectors = self._embed([document_text(i) for i in profile])
