@@ -161,7 +161,7 @@ class Evaluation:
     predictions: dict[str, list[Prediction]]
     scores: dict[str, dict[str, Estimate]]
     best_baseline: str | None
-    comparisons: dict[str, dict[str, Comparison]]
+    comparisons: dict[str, dict[str, dict[str, Comparison]]]  # ours -> other method -> metric
     metric_configs: dict[str, dict]
     config: dict
     generator: str | None
@@ -209,14 +209,20 @@ def evaluate(
     primary = PRIMARY_METRIC if PRIMARY_METRIC in names else names[0]
     baselines = [n for n in method_names if roles[n] == "baseline"]
     best = max(baselines, key=lambda n: scores[n][primary].mean) if baselines else None
-    comparisons = {}
-    if best is not None:
-        by_name = {m.name: m for m in metrics}
-        for name in (n for n in method_names if roles[n] == "ours"):
-            comparisons[name] = {
-                metric: paired_difference(rows[name][metric], rows[best][metric], by_name[metric].aggregate, indices)
+    # Each CoPersona method against every baseline (the best one first) and every reference point.
+    others = sorted((n for n in method_names if roles[n] != "ours"), key=lambda n: (n != best, roles[n] != "baseline"))
+    by_name = {m.name: m for m in metrics}
+    comparisons = {
+        name: {
+            other: {
+                metric: paired_difference(rows[name][metric], rows[other][metric], by_name[metric].aggregate, indices)
                 for metric in names
             }
+            for other in others
+        }
+        for name in method_names
+        if roles[name] == "ours"
+    }
     evaluation = Evaluation(
         split=split,
         examples=[example_key(e) for e in examples],

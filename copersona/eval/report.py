@@ -38,8 +38,10 @@ def results_dict(evaluation: Evaluation) -> dict:
         },
         "best_baseline": evaluation.best_baseline,
         "comparisons": {
-            name: {metric: c.to_dict() for metric, c in by_metric.items()}
-            for name, by_metric in evaluation.comparisons.items()
+            name: {
+                other: {metric: c.to_dict() for metric, c in by_metric.items()} for other, by_metric in against.items()
+            }
+            for name, against in evaluation.comparisons.items()
         },
         "metric_configs": evaluation.metric_configs,
         "config": evaluation.config,
@@ -71,23 +73,25 @@ def markdown(evaluation: Evaluation, title: str = "Evaluation") -> str:
         label = f"{name} (reference, no LLM)" if evaluation.roles[name] == "reference" else name
         cells = [_cell(evaluation.scores[name][m], scales[m], best.get(m) == name) for m in metrics]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    if evaluation.comparisons:
+    for name, against in evaluation.comparisons.items():
         lines += [
             "",
-            f"## Paired comparison with the best baseline ({evaluation.best_baseline}, by {evaluation.primary_metric})",
+            f"## Paired comparisons: {name}",
             "",
-            "Difference (method - baseline) on the same examples, 95% paired-bootstrap interval, two-sided p.",
+            f"Difference ({name} - other) on the same examples, 95% paired-bootstrap interval, two-sided p. "
+            f"The best baseline by {LABELS.get(evaluation.primary_metric, evaluation.primary_metric)} is "
+            f"{evaluation.best_baseline}.",
             "",
-            "| Method | Metric | Difference | 95% interval | p |",
-            "|---|---|---|---|---|",
+            "| Against | " + " | ".join(LABELS.get(m, m) for m in metrics) + " |",
+            "|---|" + "---|" * len(metrics),
         ]
-        for name, by_metric in evaluation.comparisons.items():
-            for metric, c in by_metric.items():
-                d = c.difference
-                lines.append(
-                    f"| {name} | {LABELS.get(metric, metric)} | {d.mean:+.4f} | "
-                    f"[{d.low:+.4f}, {d.high:+.4f}] | {c.p_value:.3f} |"
-                )
+        for other, by_metric in against.items():
+            label = f"{other} (best baseline)" if other == evaluation.best_baseline else other
+            cells = [
+                f"{c.difference.mean:+.4f} [{c.difference.low:+.4f}, {c.difference.high:+.4f}] p={c.p_value:.3f}"
+                for c in (by_metric[m] for m in metrics)
+            ]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if evaluation.judge:
         criteria = list(next(iter(evaluation.judge.values())))
         lines += [
@@ -106,9 +110,11 @@ def markdown(evaluation: Evaluation, title: str = "Evaluation") -> str:
         notes = Counter(n for p in preds for n in p.notes)
         cut = sum(len(p.truncations) for p in preds)
         extra = "; ".join(f"{n}: {c}" for n, c in notes.most_common()) or "no fallbacks"
+        cached = sum(p.cached for p in preds)
         lines.append(
-            f"- `{name}`: {evaluation.seconds[name]:.1f} s, {sum(p.completion_tokens for p in preds)} "
-            f"tokens generated, {cut} truncated components; {extra}."
+            f"- `{name}`: {evaluation.seconds[name]:.1f} s ({cached} of {len(preds)} answers from the store's "
+            f"cache), {sum(p.completion_tokens for p in preds)} tokens generated, {cut} truncated components; "
+            f"{extra}."
         )
     if "bertscore" in metrics:
         config = evaluation.metric_configs["bertscore"]

@@ -38,7 +38,9 @@ def test_results_cover_every_method_and_metric(evaluated):
         assert set(judged) == {"authenticity", "practical_details", "human_likeness"}
         assert 0 <= method["judge_failures"] <= USERS
     assert results["best_baseline"] in ("nonperso", "rag", "pag", "dpl")
-    assert set(results["comparisons"]["copersona-np"]) == {"rouge1", "rougeL", "meteor", "bleu", "bertscore"}
+    against = results["comparisons"]["copersona-np"]
+    assert list(against)[0] == results["best_baseline"] and set(against) == set(METHODS) - {"copersona-np"}
+    assert all(set(by_metric) == {"rouge1", "rougeL", "meteor", "bleu", "bertscore"} for by_metric in against.values())
     assert results["metric_configs"]["bertscore"]["comparable_with_papers"] is False
     assert results["config"]["generation"]["temperature"] == 0.8
 
@@ -51,7 +53,7 @@ def test_predictions_and_report_are_written(evaluated):
     assert all(p["completion_tokens"] > 0 for p in generated if p["text"])
     report = (evaluated / "report.md").read_text()
     assert "| Method | R-1 | R-L | MET. | BL. | BS. |" in report
-    assert "not comparable with the papers' numbers" in report and "Paired comparison" in report
+    assert "not comparable with the papers' numbers" in report and "## Paired comparisons: copersona-np" in report
     assert (evaluated / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     rows = (evaluated / "results.csv").read_text().splitlines()
     assert rows[0] == "method,role,metric,mean,low,high,n" and len(rows) > len(METHODS) * 5
