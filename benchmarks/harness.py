@@ -96,7 +96,7 @@ def generation(store: Store, harness: Harness, count: int) -> list[tuple[str, in
                 cache_store,
                 harness.config,
                 llm=lambda: LLM(backend, cache=cache_store),
-                embedder=harness._embedder_factory,
+                embedder=lambda: load_embedder("minilm"),
             )
             for label in ("harness, empty cache", "harness, warm cache"):
                 started = time.perf_counter()

@@ -76,6 +76,11 @@ class Harness:
         self._methods: dict[str, Method] = {}
         self._resources: Resources | None = None
 
+    @property
+    def generator_id(self) -> str | None:
+        """The generator's model id if one was loaded (reference-only runs load none)."""
+        return self._llm.model_id if self._llm is not None else None
+
     def llm(self) -> LLM:
         if self._llm is None:
             if self._llm_factory is None:
@@ -234,7 +239,7 @@ def evaluate(
         comparisons=comparisons,
         metric_configs={m.name: {"scale": m.scale, **m.config()} for m in metrics},
         config=harness.config.to_dict(),
-        generator=harness.llm().model_id if harness._llm is not None else None,
+        generator=harness.generator_id,
         seconds=seconds,
         primary_metric=primary,
     )
