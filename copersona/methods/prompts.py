@@ -131,7 +131,8 @@ class PromptMethod(Method):
         count = self.resources.count_tokens
         count(SYSTEM)
         for example in examples:
-            for text in [sanitize(i.text) for i in example.profile] + self.stored_texts(example):
+            history = [sanitize(i.text) for i in example.profile] if self.retrieves_history else []
+            for text in history + self.stored_texts(example):
                 count(text)
 
     def inputs(self, example: Example) -> MethodInput:
@@ -139,7 +140,7 @@ class PromptMethod(Method):
         words = resources.target_words(example.profile) if self.personal else resources.population_words
         answer_tokens = resources.answer_tokens(words)
         budget = resources.budget(answer_tokens)
-        budget.used += budget.count_tokens(SYSTEM)
+        budget.charge(SYSTEM)
         final = request(example.target, words, budget)
         parts = {"query": final}
         notes = []
