@@ -7,7 +7,6 @@ CoPersona methods with the best baseline by paired bootstrap over the same examp
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -251,24 +250,23 @@ def evaluate(
 def _judge(evaluation: Evaluation, judge: LLM, examples: list[Example], harness: Harness) -> None:
     budget = harness.resources().budget(0)
     items = [item_block(e.target, budget) for e in examples]
-    indices = resample_indices(
-        len(examples), resamples=harness.config.evaluation.resamples, seed=harness.config.evaluation.seed
-    )
+    config = harness.config.evaluation
     with harness.progress.stage("judging", total=len(evaluation.methods)) as advance:
         for name in evaluation.methods:
             result = judge_reviews(judge, items, [p.text for p in evaluation.predictions[name]])
             evaluation.judge_failures[name] = result.failures
             evaluation.judge[name] = {}
             for criterion in CRITERIA:
-                values = np.array([s[criterion] for s in result.scores]).reshape(-1, 1)
-                evaluation.judge[name][criterion] = bootstrap(values, _nanmean, indices)
+                values = np.array([s[criterion] for s in result.scores])
+                # A failed answer (NaN) is left out of the mean and of n, never counted as 0.
+                judged = values[~np.isnan(values)].reshape(-1, 1)
+                indices = resample_indices(len(judged), resamples=config.resamples, seed=config.seed)
+                evaluation.judge[name][criterion] = bootstrap(judged, _mean, indices)
             advance(1)
 
 
-def _nanmean(rows: np.ndarray) -> float:
-    """Mean over the judged examples; NaN (a failed answer) is left out, never counted as 0."""
-    kept = rows[~np.isnan(rows[:, 0]), 0]
-    return float(kept.mean()) if len(kept) else math.nan
+def _mean(rows: np.ndarray) -> float:
+    return float(rows[:, 0].mean())
 
 
 def generator_spec(store: Store, config: HarnessConfig) -> str:

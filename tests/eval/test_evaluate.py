@@ -37,6 +37,7 @@ def test_results_cover_every_method_and_metric(evaluated):
         judged = method["judge"]
         assert set(judged) == {"authenticity", "practical_details", "human_likeness"}
         assert 0 <= method["judge_failures"] <= USERS
+        assert all(j["n"] == USERS - method["judge_failures"] for j in judged.values())  # failures are not in n
     assert results["best_baseline"] in ("nonperso", "rag", "pag", "dpl")
     against = results["comparisons"]["copersona-np"]
     assert list(against)[0] == results["best_baseline"] and set(against) == set(METHODS) - {"copersona-np"}
