@@ -11,6 +11,7 @@ Generation is cached in the store, so values shared with the main evaluation cos
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from dataclasses import dataclass
@@ -79,22 +80,21 @@ def run_ablation(name: str, store: Store, harness: Harness, examples: list[Examp
     results: dict[str, Evaluation] = {}
     for value in ablation.values:
         config = copy.deepcopy(harness.config)
-        if name == "facets":
-            variant = Store(facet_variant(store, int(value), out / "ablation-stores", harness))
-            target_store = variant
-        else:
-            _set(config, ablation.setting, value)
+        with contextlib.ExitStack() as stack:
             target_store = store
-        run = Harness(
-            target_store,
-            config,
-            llm=harness.llm,
-            embedder=lambda: harness.resources().embedder,
-            progress=harness.progress,
-        )
-        results[str(value)] = evaluate(run, list(ablation.methods), examples, split=split, metrics=metrics)
-        if name == "facets":
-            variant.close()
+            if name == "facets":
+                variant = facet_variant(store, int(value), out / "ablation-stores", harness)
+                target_store = stack.enter_context(Store(variant))
+            else:
+                _set(config, ablation.setting, value)
+            run = Harness(
+                target_store,
+                config,
+                llm=harness.llm,
+                embedder=lambda: harness.resources().embedder,
+                progress=harness.progress,
+            )
+            results[str(value)] = evaluate(run, list(ablation.methods), examples, split=split, metrics=metrics)
     return {
         "ablation": name,
         "setting": ablation.setting,
