@@ -102,9 +102,24 @@ class GraphConfig:
     candidate_factor: int = _help("Approximate search: candidates fetched per neighbour kept.", default=4)
 
 
+class _TopLevel:
+    """A whole config (a dataclass of sections): to and from plain dicts, errors named by ``where``."""
+
+    where: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, raw: dict):
+        return _from_dict(cls, raw, cls.where)
+
+
 @dataclass
-class BuildConfig:
+class BuildConfig(_TopLevel):
     """Everything the offline build needs."""
+
+    where = "config"
 
     llm: str = _help("LLM spec: 'smollm2', 'llamacpp:PATH.gguf', 'openai:MODEL@URL', 'hf:PATH'.", default="smollm2")
     embedder: str = _help("Embedder spec: 'minilm' or 'st:NAME_OR_PATH'.", default="minilm")
@@ -112,13 +127,6 @@ class BuildConfig:
     facets: FacetConfig = field(default_factory=FacetConfig)
     summary: SummaryConfig = field(default_factory=SummaryConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> BuildConfig:
-        return _from_dict(cls, raw, "config")
 
     @classmethod
     def load(cls, path: str | Path) -> BuildConfig:
@@ -216,8 +224,10 @@ class EvaluationConfig:
 
 
 @dataclass
-class HarnessConfig:
+class HarnessConfig(_TopLevel):
     """Inference and evaluation: what every method shares (the ``[harness]`` table of a config file)."""
+
+    where = "harness"
 
     llm: str | None = _help("Generator spec; default: the store's build LLM.", default=None)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
@@ -225,13 +235,6 @@ class HarnessConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     methods: MethodsConfig = field(default_factory=MethodsConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> HarnessConfig:
-        return _from_dict(cls, raw, "harness")
 
     @classmethod
     def load(cls, path: str | Path) -> HarnessConfig:

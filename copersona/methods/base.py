@@ -22,6 +22,7 @@ from copersona.config import HarnessConfig
 from copersona.data.records import Example, Interaction
 from copersona.facets.profile import word_count
 from copersona.retrieval import HistoryRetriever, PeerIndex, TokenBudget, Truncation, load_retriever
+from copersona.retrieval.history import BM25Retriever
 from copersona.store.sqlite import Store
 
 Message = dict[str, str]
@@ -105,8 +106,15 @@ class Resources:
         return self._llm_factory()
 
     @cached_property
+    def bm25(self) -> BM25Retriever:
+        """The one BM25 retriever (and its per-profile indexes) every method shares."""
+        return BM25Retriever()
+
+    @cached_property
     def retriever(self) -> HistoryRetriever:
-        return load_retriever(self.config.retrieval.retriever, lambda: self.embedder)
+        """The configured self-history retriever."""
+        name = self.config.retrieval.retriever
+        return self.bm25 if name == "bm25" else load_retriever(name, lambda: self.embedder)
 
     @cached_property
     def peers(self) -> PeerIndex:

@@ -87,6 +87,13 @@ class DPL(ProfileMethod):
             [_document(p) for p in profiles.values()]
         )
 
+    @cached_property
+    def representative_features(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each representative's style vector and TF-IDF row, computed once for all users."""
+        profiles = self.resources.profiles
+        rows = self.tfidf.transform([_document(profiles[r]) for r in self.representatives]).toarray()
+        return {r: (style_features(profiles[r]), row) for r, row in zip(self.representatives, rows)}
+
     def compared_with(self, user_id: str) -> list[str]:
         """The representatives nearest the user in profile space (never the user itself)."""
         candidates = [r for r in self.representatives if r != user_id]
@@ -100,12 +107,11 @@ class DPL(ProfileMethod):
     def computed_profile(self, profile: list[Interaction]) -> str:
         """The measured differences on the three dimensions."""
         others = self.compared_with(profile[0].user_id)
-        profiles = self.resources.profiles
-        user_style = style_features(profile)
-        other_style = np.mean([style_features(profiles[r]) for r in others], axis=0)
-        writing, emotional = _describe_style(user_style, other_style)
-        matrix = self.tfidf.transform([_document(profile), *(_document(profiles[r]) for r in others)])
-        difference = matrix[0].toarray().ravel() - np.asarray(matrix[1:].mean(axis=0)).ravel()
+        features = [self.representative_features[r] for r in others]
+        other_style = np.mean([style for style, _ in features], axis=0)
+        writing, emotional = _describe_style(style_features(profile), other_style)
+        user_terms = self.tfidf.transform([_document(profile)]).toarray().ravel()
+        difference = user_terms - np.mean([terms for _, terms in features], axis=0)
         terms = self.tfidf.get_feature_names_out()
         count = self.config.methods.dpl_terms
         more = [terms[i] for i in np.argsort(-difference, kind="stable")[:count] if difference[i] > 0]

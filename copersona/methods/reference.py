@@ -15,7 +15,6 @@ import numpy as np
 
 from copersona.data.records import Example, Interaction
 from copersona.methods.base import Method, MethodInput, example_key
-from copersona.retrieval.history import BM25Retriever
 
 
 class CopySelf(Method):
@@ -24,12 +23,8 @@ class CopySelf(Method):
     uses_generator = False
     role = "reference"
 
-    @cached_property
-    def bm25(self) -> BM25Retriever:
-        return BM25Retriever()
-
     def copy_from(self, profile: list[Interaction], example: Example, source: str, notes: list[str]) -> MethodInput:
-        best = self.bm25.retrieve(profile, example.target, 1)
+        best = self.resources.bm25.retrieve(profile, example.target, 1)
         if not best:
             notes.append(f"{source} has no reviews: empty prediction")
         return MethodInput(
