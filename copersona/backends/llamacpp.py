@@ -12,7 +12,7 @@ import importlib.util
 import time
 from pathlib import Path
 
-from copersona.backends.llm import Completion, LLMBackend, Request
+from copersona.backends.llm import Completion, LLMBackend, Request, file_digest
 
 _EMBEDDED_HINT = "pip install 'copersona[embedded]'"
 
@@ -57,6 +57,10 @@ class LlamaCppBackend(LLMBackend):
     ``n_threads`` sets the CPU threads for both prompt processing and generation; None keeps
     llama-cpp-python's defaults (half the cores to generate, all of them for prompts). On a machine
     shared with other work, fewer threads can be much faster: threads wait on each other at every op.
+
+    ``lora_path`` applies a llama.cpp LoRA adapter GGUF (see :func:`copersona.model.gguf_lora.export_lora_gguf`)
+    at full strength. The adapter's content digest joins ``model_id``, so the store's LLM cache keeps
+    base and adapted generations (and those of different adapters) apart.
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class LlamaCppBackend(LLMBackend):
         n_threads: int | None = None,
         seed: int = 0,
         verbose: bool = False,
+        lora_path: str | Path | None = None,
     ):
         try:
             from llama_cpp import Llama
@@ -79,6 +84,11 @@ class LlamaCppBackend(LLMBackend):
         # A window beyond the trained length only degrades answers and wastes KV-cache memory.
         self.context_window = min(n_ctx, trained) if trained else n_ctx
         self.model_id = f"llamacpp:{path.name}"
+        if lora_path is not None:
+            lora_path = Path(lora_path)
+            if not lora_path.is_file():
+                raise FileNotFoundError(f"{lora_path}: no such LoRA adapter file")
+            self.model_id += f"+lora:{file_digest(lora_path)}"
         self._llm = Llama(
             model_path=str(path),
             n_ctx=self.context_window,
@@ -86,6 +96,7 @@ class LlamaCppBackend(LLMBackend):
             n_threads_batch=n_threads,
             seed=seed,
             verbose=verbose,
+            lora_path=str(lora_path) if lora_path is not None else None,
         )
 
     def complete(self, requests: list[Request]) -> list[Completion]:

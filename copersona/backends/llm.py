@@ -13,9 +13,11 @@ import json
 import re
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+import numpy as np
 from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
@@ -23,6 +25,17 @@ if TYPE_CHECKING:
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class SoftPrompt:
+    """Virtual token embeddings ``(L, H)`` placed before a request's prompt (a trained personalizer's).
+
+    ``key`` names them (model and user) in cache keys; the values themselves are not hashed.
+    """
+
+    key: str
+    values: np.ndarray = field(compare=False, hash=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,7 @@ class Request:
     seed: int = 0
     stop: tuple[str, ...] = ()
     json_schema: str | None = None  # JSON text, so the request stays hashable
+    soft_prompt: SoftPrompt | None = None  # only backends with supports_soft_prompts take one
 
     @classmethod
     def chat(cls, messages: list[Message], **params) -> Request:
@@ -55,7 +69,13 @@ class Request:
         return json.loads(self.json_schema) if self.json_schema else None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready; a soft prompt appears by key (and not at all without one, so older cache keys hold)."""
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "soft_prompt"}
+        record["messages"] = [list(m) for m in self.messages]
+        record["stop"] = list(self.stop)
+        if self.soft_prompt is not None:
+            record["soft_prompt"] = self.soft_prompt.key
+        return record
 
 
 @dataclass
@@ -74,6 +94,8 @@ class LLMBackend(ABC):
     model_id: str
     #: The model's context window in tokens.
     context_window: int
+    #: Whether requests may carry a :class:`SoftPrompt` (it needs the model's embedding layer).
+    supports_soft_prompts: bool = False
 
     @abstractmethod
     def complete(self, requests: list[Request]) -> list[Completion]:
@@ -114,6 +136,15 @@ class LLMStats:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def file_digest(path: Path) -> str:
+    """A short hash of a whole file (an adapter): two adapters that differ anywhere must not share a cache."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
 
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
@@ -158,6 +189,12 @@ class LLM:
                 self.stats.cache_hits += 1
             else:
                 missing.append(i)
+        if missing and not self.backend.supports_soft_prompts:
+            if any(requests[i].soft_prompt is not None for i in missing):
+                raise ValueError(
+                    f"{self.backend.model_id} cannot take soft prompts; methods with a personalizer generate "
+                    "through the transformers backend (a trained model's adapter on a local checkpoint)"
+                )
         if missing:
             started = time.perf_counter()
             fresh = self.backend.complete([requests[i] for i in missing])
