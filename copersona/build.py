@@ -40,8 +40,9 @@ class Progress:
     """Receives progress; the CLI shows bars, the library default shows nothing."""
 
     @contextmanager
-    def stage(self, name: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-        yield lambda advance: None
+    def stage(self, name: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+        """Yields ``advance(n, status=None)``; ``status`` is a short live note (e.g. the current loss)."""
+        yield lambda advance, status=None: None
 
     def message(self, text: str) -> None:
         """A line for the user (what a stage found or decided)."""

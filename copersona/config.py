@@ -130,9 +130,10 @@ class BuildConfig(_TopLevel):
 
     @classmethod
     def load(cls, path: str | Path) -> BuildConfig:
-        """The build sections of a config file (its ``[harness]`` table belongs to :class:`HarnessConfig`)."""
+        """The build sections of a config file (``[harness]`` and ``[training]`` have their own classes)."""
         raw = _read(path)
         raw.pop("harness", None)
+        raw.pop("training", None)
         return cls.from_dict(raw)
 
 
@@ -269,3 +270,81 @@ def describe(cls: type = BuildConfig, prefix: str = "") -> list[tuple[str, Any, 
         else:
             rows.append((f"{prefix}{f.name}", value, f.metadata.get("help", "")))
     return rows
+
+
+@dataclass
+class LoraSettings:
+    """The LoRA adapter on the generator (App. C: rank 16, alpha 32, dropout 0.05)."""
+
+    rank: int = _help("LoRA rank r.", default=16)
+    alpha: int = _help("LoRA alpha (updates are scaled by alpha / r).", default=32)
+    dropout: float = _help("Dropout on the LoRA input.", default=0.05)
+    target_modules: list[str] = _help(
+        "Linear layers that get an adapter (all attention and MLP projections of a llama-style model).",
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
+
+
+@dataclass
+class PersonalizerSettings:
+    """The parametric branch: gated graph encoder and soft-prompt projector (Sec. 3.3, App. C)."""
+
+    soft_prompt_length: int = _help("Virtual tokens L prepended to the input.", default=20)
+    projector_hidden: int = _help("Projector: Linear(d_in -> this) + Tanh + Linear(this -> L x H).", default=512)
+    encoder_hidden: int = _help("Graph encoder hidden size per facet.", default=512)
+    encoder_dropout: float = _help("Graph encoder dropout.", default=0.1)
+    attention_heads: int = _help("Heads of the cross-facet self-attention.", default=4)
+    graph_neighbours: int = _help(
+        "User-level neighbours N_u of Eq. 10, by cosine of the anchor embeddings (mean of observed facets).",
+        default=5,
+    )
+    gate: str = _help("Reliability gate: 'shared' across facets (the paper's) or 'per-facet'.", default="shared")
+
+
+@dataclass
+class OptimizerSettings:
+    """AdamW with a cosine schedule (App. C)."""
+
+    learning_rate: float = _help("Peak learning rate.", default=2e-5)
+    weight_decay: float = _help("AdamW weight decay.", default=0.01)
+    betas: list[float] = _help("AdamW betas.", default_factory=lambda: [0.9, 0.98])
+    warmup_ratio: float = _help("Share of the steps spent warming up linearly.", default=0.06)
+    max_grad_norm: float = _help("Gradient clipping norm.", default=1.0)
+
+
+@dataclass
+class TrainingConfig(_TopLevel):
+    """Fine-tuning the generator and the personalizer (the ``[training]`` table of a config file).
+
+    The defaults are the paper's; CPU runs shorten ``steps`` and ``max_length`` (see
+    ``configs/amazon2014-mi-train-cpu.toml``).
+    """
+
+    where = "training"
+
+    steps: int = _help("Optimizer steps.", default=1000)
+    batch_size: int = _help("Examples per optimizer step.", default=8)
+    micro_batch_size: int = _help(
+        "Examples per forward pass; batch_size / micro_batch_size passes accumulate gradients.", default=1
+    )
+    max_length: int = _help(
+        "Token window of a training example (prompt and target). Prompts are built for this window "
+        "and fine-tuned generation uses the same one, so training and inference inputs match.",
+        default=2048,
+    )
+    train_examples: int | None = _help(
+        "Cap on training examples (held-out train targets first, then earlier profile reviews); none: all.",
+        default=None,
+    )
+    validation_examples: int = _help("Validation examples scored for the loss curve.", default=64)
+    eval_every: int = _help("Steps between validation losses (and checkpoints).", default=50)
+    seed: int = _help("Seed of initialization, data order and dropout.", default=0)
+    device: str = _help("'auto' (CUDA when present), 'cpu' or 'cuda:N'.", default="auto")
+    dtype: str = _help("'auto' (float32 on CPU, bfloat16/float16 on GPU) or a torch dtype name.", default="auto")
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    personalizer: PersonalizerSettings = field(default_factory=PersonalizerSettings)
+    optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainingConfig:
+        return cls.from_dict(_read(path).get("training", {}))

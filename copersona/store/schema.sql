@@ -1,4 +1,4 @@
--- CoPersona store, schema version 1. One file holds every stage's records.
+-- CoPersona store, schema version 2 (2 added soft_prompts and trained_models). One file holds every stage's records.
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL                 -- JSON
@@ -71,4 +71,18 @@ CREATE TABLE IF NOT EXISTS llm_cache (
     completion_tokens INTEGER NOT NULL,
     seconds           REAL NOT NULL,
     created           REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS soft_prompts (
+    model_key TEXT NOT NULL,            -- TrainedModel.key: method@fingerprint
+    user_id   TEXT NOT NULL,
+    length    INTEGER NOT NULL,         -- virtual tokens L
+    width     INTEGER NOT NULL,         -- the generator's hidden size H
+    vector    BLOB NOT NULL,            -- float32, L x H, row-major
+    PRIMARY KEY (model_key, user_id)
+);
+CREATE TABLE IF NOT EXISTS trained_models (
+    method    TEXT PRIMARY KEY,         -- the model `evaluate` uses for this method
+    model_key TEXT NOT NULL,
+    path      TEXT NOT NULL,            -- the training folder (model.json, adapter/)
+    created   REAL NOT NULL
 );

@@ -24,7 +24,7 @@ from copersona.data.split import examples_for_user, heldout_ranks, split_of_rank
 from copersona.facets.records import ClusterEvidence, Facet, FacetSchema, FacetSummary
 from copersona.graph.records import Edge, Neighbour, rank_neighbours
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _INTERACTION_COLUMNS = (
     "user_id",
@@ -446,8 +446,41 @@ class Store:
         ).fetchone()
         return {"calls": row[0], "prompt_tokens": row[1], "completion_tokens": row[2], "seconds": row[3]}
 
+    # -- trained models and their soft prompts ----------------------------------------------
+    def write_soft_prompts(self, model_key: str, user_ids: list[str], prompts: np.ndarray) -> None:
+        """Every user's soft prompt ``(N, L, H)`` of one trained model, replacing any earlier ones."""
+        n, length, width = prompts.shape
+        if n != len(user_ids):
+            raise ValueError(f"{n} soft prompts for {len(user_ids)} users")
+        with self.transaction():
+            self._db.execute("DELETE FROM soft_prompts WHERE model_key = ?", (model_key,))
+            self._db.executemany(
+                "INSERT INTO soft_prompts(model_key, user_id, length, width, vector) VALUES (?, ?, ?, ?, ?)",
+                ((model_key, u, length, width, _blob(p)) for u, p in zip(user_ids, prompts)),
+            )
+
+    def soft_prompt(self, model_key: str, user_id: str) -> np.ndarray | None:
+        """``(L, H)`` float32, or ``None`` when the model has no soft prompt for the user."""
+        row = self._db.execute(
+            "SELECT length, width, vector FROM soft_prompts WHERE model_key = ? AND user_id = ?", (model_key, user_id)
+        ).fetchone()
+        return None if row is None else np.frombuffer(row[2], dtype=np.float32).reshape(row[0], row[1])
+
+    def register_trained_model(self, method: str, model_key: str, path: str) -> None:
+        """Makes ``path`` the model ``evaluate`` uses for ``method``."""
+        with self.transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO trained_models(method, model_key, path, created) VALUES (?, ?, ?, ?)",
+                (method, model_key, path, time.time()),
+            )
+
+    def trained_models(self) -> dict[str, str]:
+        """Method -> training folder of the registered models."""
+        return dict(self._db.execute("SELECT method, path FROM trained_models ORDER BY method").fetchall())
+
     # -- counts -----------------------------------------------------------------------------
     def count(self, table: str) -> int:
-        if table not in {"interactions", "facets", "clusters", "profile_vectors", "facet_states", "edges", "llm_cache"}:
+        known = {"interactions", "facets", "clusters", "profile_vectors", "facet_states", "edges", "llm_cache"}
+        if table not in known | {"soft_prompts", "trained_models"}:
             raise ValueError(f"unknown table {table!r}")
         return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])

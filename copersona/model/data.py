@@ -1,0 +1,108 @@
+"""Training data (App. A's protocol): examples, each method's inputs for them, and token sequences.
+
+Appendix A trains on the held-out reviews before the validation target, predicted
+autoregressively. With few held-out reviews per user that is little data, so, as the issue
+allows, earlier profile reviews are added as targets too: review ``j`` of the profile is
+predicted from reviews ``1..j-1``. Their own histories hold only earlier reviews, but the user's
+facet states (and so the soft prompt) were built from the whole profile, which includes these
+targets; held-out targets (validation, test) never enter a facet state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import torch
+
+from copersona.data.records import Example
+from copersona.methods import Method, example_key
+from copersona.model.soft_prompt import IGNORE_INDEX
+from copersona.store.sqlite import Store
+
+# The end-of-turn marker of ChatML templates (SmolLM2, Qwen): training targets end with it so the
+# model learns to stop; for other templates the tokenizer's EOS token is used.
+CHATML_END = "<|im_end|>"
+
+
+def training_examples(store: Store, limit: int | None = None) -> list[Example]:
+    """Held-out train targets first, then every profile review after the first, oldest first, per user."""
+    held_out = store.examples("train")
+    earlier = []
+    for user_id, profile in sorted(store.profiles().items()):
+        earlier.extend(
+            Example(user_id=user_id, split="train", profile=profile[:j], target=profile[j])
+            for j in range(1, len(profile))
+        )
+    examples = held_out + earlier
+    return examples[:limit] if limit is not None else examples
+
+
+def validation_examples(store: Store, limit: int) -> list[Example]:
+    """The validation targets of the first ``limit`` users by id (as ``evaluate --limit`` picks)."""
+    examples = sorted(store.examples("validation"), key=lambda e: e.user_id)
+    return examples[:limit]
+
+
+def examples_digest(examples: list[Example]) -> str:
+    """Identifies a training set by its examples' keys and target texts."""
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(json.dumps([example_key(e), len(e.profile), e.target.text]).encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class Sequence:
+    """One tokenized example: the prompt's labels are ``IGNORE_INDEX``, the target's are its tokens."""
+
+    example: str
+    user_id: str
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool  # the target was cut to fit the window
+
+
+def end_of_turn(tokenizer) -> str:
+    return CHATML_END if CHATML_END in tokenizer.get_vocab() else tokenizer.eos_token
+
+
+def encode_example(method: Method, example: Example, tokenizer, max_length: int) -> Sequence:
+    """The method's chat messages as the prompt, the target review (and end of turn) as the labels.
+
+    Methods build prompts for the training window, so only a target longer than what is left
+    is cut; a prompt that still overflows keeps its end (the request), losing the oldest context.
+    """
+    messages = method.inputs(example).messages
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(example.target.text.strip() + end_of_turn(tokenizer), add_special_tokens=False)["input_ids"]
+    room = max(max_length - len(prompt_ids), max_length // 4)
+    truncated = len(target_ids) > room
+    target_ids = target_ids[:room]
+    prompt_ids = prompt_ids[-(max_length - len(target_ids)) :]
+    return Sequence(
+        example=example_key(example),
+        user_id=example.user_id,
+        input_ids=prompt_ids + target_ids,
+        labels=[IGNORE_INDEX] * len(prompt_ids) + target_ids,
+        truncated=truncated,
+    )
+
+
+def collate(sequences: list[Sequence], pad_id: int, user_rows: dict[str, int] | None) -> dict[str, torch.Tensor]:
+    """Right-padded tensors of a micro-batch; ``users`` holds graph rows when a personalizer needs them."""
+    width = max(len(s.input_ids) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(sequences), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, s in enumerate(sequences):
+        n = len(s.input_ids)
+        input_ids[row, :n] = torch.tensor(s.input_ids)
+        labels[row, :n] = torch.tensor(s.labels)
+        mask[row, :n] = 1
+    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+    if user_rows is not None:
+        batch["users"] = torch.tensor([user_rows[s.user_id] for s in sequences])
+    return batch

@@ -1,0 +1,90 @@
+"""A trained model on disk (adapter, personalizer, curve) and its record, ``model.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+MODEL_RECORD = "model.json"
+
+
+@dataclass
+class TrainedModel:
+    """What a finished training run produced; ``model.json`` is written last, so it marks completion.
+
+    Attributes:
+        method: the harness method whose inputs trained it.
+        base: the generator spec it fine-tunes (e.g. ``smollm2``).
+        checkpoint: the base model's local checkpoint folder.
+        fingerprint: digest of method, base, data and training config: equal fingerprints, same model.
+        encoder: the personalizer's encoder kind (``persona``, ``difference``), or ``None`` without soft prompts.
+        window: tokens of the text prompt the method built (the training window minus the soft prompt).
+        soft_prompt_length: virtual tokens ``L`` (0 without a personalizer).
+    """
+
+    method: str
+    base: str
+    checkpoint: str
+    fingerprint: str
+    encoder: str | None
+    window: int
+    soft_prompt_length: int
+    steps: int
+    train_examples: int
+    validation_examples: int
+    seconds: float
+    config: dict
+    curve: list[dict] = field(default_factory=list)
+    llama_cpp_adapter: str | None = None  # file name of the GGUF LoRA inside the folder, when exported
+    path: str = ""
+
+    @property
+    def key(self) -> str:
+        """Identifies the model in the store (soft prompts) and in the LLM cache."""
+        return f"{self.method}@{self.fingerprint}"
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.path)
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.folder / "adapter"
+
+    @property
+    def personalizer_file(self) -> Path:
+        return self.folder / "personalizer.pt"
+
+    @property
+    def final_validation_loss(self) -> float | None:
+        losses = [point["validation_loss"] for point in self.curve if point.get("validation_loss") is not None]
+        return losses[-1] if losses else None
+
+    def summary(self) -> dict:
+        """What a report shows about the model: the record without the curve, and first and last losses."""
+        record = {k: v for k, v in asdict(self).items() if k != "curve"}
+        losses = [p["validation_loss"] for p in self.curve if p.get("validation_loss") is not None]
+        record["initial_validation_loss"] = losses[0] if losses else None
+        record["final_validation_loss"] = losses[-1] if losses else None
+        return record
+
+    def save(self) -> None:
+        record = {k: v for k, v in asdict(self).items() if k != "path"}
+        write_json_atomic(self.folder / MODEL_RECORD, record)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TrainedModel:
+        folder = Path(folder)
+        record = folder / MODEL_RECORD
+        if not record.exists():
+            raise FileNotFoundError(f"{folder}: no finished training run here (no {MODEL_RECORD})")
+        return cls(**json.loads(record.read_text()), path=str(folder))
+
+
+def write_json_atomic(path: Path, value: object) -> None:
+    """Written to a temporary file and renamed: a reader never sees half a record."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=2))
+    os.replace(partial, path)
