@@ -10,10 +10,17 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from copersona.config import BuildConfig, HarnessConfig, describe
+from copersona.config import BuildConfig, HarnessConfig, TrainingConfig, describe
 
 app = typer.Typer(
     add_completion=False,
@@ -28,11 +35,22 @@ class RichProgress:
     """Build progress as rich bars on stderr (stdout stays clean for --json)."""
 
     @contextmanager
-    def stage(self, name: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    def stage(self, name: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+        columns = [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+        ]
         with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task(name, total=total)
-            yield lambda advance: bar.advance(task, advance)
+            task = bar.add_task(name, total=total, status="")
+
+            def advance(n: int, status: str | None = None) -> None:
+                bar.update(task, advance=n, **({"status": status} if status is not None else {}))
+
+            yield advance
 
     def message(self, text: str) -> None:
         console.print(f"[dim]{text}[/dim]")
@@ -320,6 +338,20 @@ def evaluate(
         Optional[list[str]],
         typer.Option(help="Also run an ablation: neighbours, retriever, temperature or facets (repeatable)."),
     ] = None,
+    finetuned: Annotated[
+        bool,
+        typer.Option(
+            help="Equal-budget fine-tuned mode: train (or reuse) one LoRA adapter per generating method on its "
+            "own inputs with the config's [training] budget, then evaluate each with its adapter."
+        ),
+    ] = False,
+    models_dir: Annotated[
+        Optional[Path], typer.Option(help="Where --finetuned keeps its models (default: STORE's folder/STEM-models).")
+    ] = None,
+    model: Annotated[
+        Optional[list[Path]],
+        typer.Option(help="A trained model folder (copersona train --out) used for its method (repeatable)."),
+    ] = None,
     config: ConfigOption = None,
     llm: LLMOption = None,
     retriever: RetrieverOption = None,
@@ -327,12 +359,17 @@ def evaluate(
     temperature: TemperatureOption = None,
     seed: SeedOption = None,
 ) -> None:
-    """Run methods and the no-LLM reference points on one split; write results, a report and plots."""
+    """Run methods and the no-LLM reference points on one split; write results, a report and plots.
+
+    Methods with soft prompts (copersona, copersona-p, dep) need a trained model: the store's
+    (registered by `copersona train`), one given with --model, or --finetuned.
+    """
     from copersona.eval.ablation import run_ablations
     from copersona.eval.harness import evaluate as run_evaluation
     from copersona.eval.harness import generator_spec, open_harness, select_examples
     from copersona.eval.report import write_evaluation
-    from copersona.methods import REFERENCE_METHODS
+    from copersona.methods import METHODS, REFERENCE_METHODS
+    from copersona.model.trained import TrainedModel
     from copersona.store.sqlite import Store
 
     harness_config = _harness_config(config, llm, retriever, neighbours, temperature, seed, metrics)
@@ -343,7 +380,19 @@ def evaluate(
         if not examples:
             raise ValueError(f"{store}: no {split} examples")
         progress = RichProgress()
-        harness = open_harness(db, harness_config, progress=progress)
+        trained = {m.method: m for m in (TrainedModel.load(folder) for folder in model or [])}
+        if finetuned:
+            from copersona.model.train import train_or_reuse
+
+            training = TrainingConfig.load(config) if config else TrainingConfig()
+            root = models_dir or store.with_name(f"{store.stem}-models")
+            base = generator_spec(db, harness_config)
+            for name in names:
+                if METHODS[name].uses_generator and name not in trained:
+                    trained[name] = train_or_reuse(
+                        db, name, root, training, harness_config, base=base, progress=progress
+                    )
+        harness = open_harness(db, harness_config, progress=progress, models=trained)
         judge_llm = None
         if judge:
             from copersona.backends import load_llm_backend
@@ -359,6 +408,49 @@ def evaluate(
     console.print("wrote " + ", ".join(str(p) for p in written))
 
 
+@app.command()
+def train(
+    store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
+    out: Annotated[Path, typer.Option(help="Folder of the run: checkpoints, adapter, personalizer, curve.")],
+    method: Annotated[str, typer.Option(help="Whose inputs train the model (see `copersona methods`).")] = "copersona",
+    config: Annotated[
+        Optional[Path], typer.Option(help="Config file: its [training] table sets the budget, [harness] the inputs.")
+    ] = None,
+    llm: Annotated[Optional[str], typer.Option(help="Base model spec (default: the store's build LLM).")] = None,
+    stop_after: Annotated[
+        Optional[int], typer.Option(help="Stop after this many steps with a checkpoint; rerun to resume.")
+    ] = None,
+    register: Annotated[bool, typer.Option(help="Make `evaluate` and `generate` use this model for METHOD.")] = True,
+) -> None:
+    """Fine-tune the generator with LoRA (and the personalizer, for methods with soft prompts).
+
+    Resumes from the folder's last checkpoint; caches every user's soft prompt in the store.
+    """
+    from copersona.eval.harness import generator_spec
+    from copersona.model.train import Trainer
+    from copersona.store.sqlite import Store
+
+    harness_config = _harness_config(config, llm)
+    training = TrainingConfig.load(config) if config else TrainingConfig()
+    with Store(store) as db:
+        trainer = Trainer(
+            db, method, out, training, harness_config, base=generator_spec(db, harness_config), progress=RichProgress()
+        )
+        trained = trainer.run(stop_after=stop_after)
+        if trained is None:
+            console.print(f"stopped at a checkpoint in {out}; run the same command again to resume")
+            return
+        if register:
+            db.register_trained_model(trained.method, trained.key, str(out.resolve()))
+    summary = trained.summary()
+    first, last = summary["initial_validation_loss"], summary["final_validation_loss"]
+    losses = f"validation loss {first:.4f} -> {last:.4f}" if first is not None else "no validation examples"
+    console.print(
+        f"trained {trained.key}: {trained.steps} steps in {trained.seconds / 60:.1f} min; {losses}; "
+        f"curve in {out / 'curve.png'}"
+    )
+
+
 @app.command(name="methods")
 def list_methods() -> None:
     """The methods of the harness."""
@@ -372,9 +464,10 @@ def list_methods() -> None:
 
 @app.command(name="config")
 def show_config() -> None:
-    """Every setting with its default and meaning (build sections, then the [harness] table)."""
+    """Every setting with its default and meaning (build sections, then [harness] and [training])."""
     table = Table("setting", "default", "meaning")
-    for name, default, text in describe(BuildConfig) + describe(HarnessConfig, "harness."):
+    settings = describe(BuildConfig) + describe(HarnessConfig, "harness.") + describe(TrainingConfig, "training.")
+    for name, default, text in settings:
         table.add_row(name, json.dumps(default), text)
     Console().print(table)
 

@@ -13,10 +13,10 @@ import time
 from itertools import groupby
 from pathlib import Path
 
-from copersona.backends.llm import Completion, LLMBackend, Request
+from copersona.backends.llm import Completion, LLMBackend, Request, file_digest
 
 
-def _resolve_device(device: str) -> str:
+def resolve_device(device: str) -> str:
     import torch
 
     if device != "auto":
@@ -24,7 +24,7 @@ def _resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _resolve_dtype(dtype: str, device: str):
+def resolve_dtype(dtype: str, device: str):
     """float32 on CPU (half precision is slow there); bfloat16 on a GPU that has it, else float16."""
     import torch
 
@@ -38,7 +38,8 @@ def _resolve_dtype(dtype: str, device: str):
 def _decoding_key(request: Request) -> tuple:
     """Requests sharing this key can be generated in one batch; greedy decoding ignores the seed."""
     seed = request.seed if request.temperature > 0 else None
-    return (request.temperature, request.max_tokens, request.stop, seed)
+    soft = request.soft_prompt.values.shape if request.soft_prompt is not None else None
+    return (request.temperature, request.max_tokens, request.stop, seed, soft)
 
 
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
@@ -48,13 +49,20 @@ def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
 
 
 class TransformersBackend(LLMBackend):
-    """AutoModelForCausalLM + AutoTokenizer from local files only; never reaches for a hub."""
+    """AutoModelForCausalLM + AutoTokenizer from local files only; never reaches for a hub.
+
+    ``adapter`` is a peft LoRA folder merged into the weights at load (no per-token LoRA cost).
+    Requests may carry soft prompts: their virtual tokens go before the prompt's token embeddings.
+    """
+
+    supports_soft_prompts = True
 
     def __init__(
         self,
         path_or_name: str | Path,
         *,
         gguf_file: str | None = None,
+        adapter: str | Path | None = None,
         device: str = "auto",
         dtype: str = "auto",
         batch_size: int = 8,
@@ -66,7 +74,7 @@ class TransformersBackend(LLMBackend):
         except ImportError as err:
             raise RuntimeError("the transformers backend needs transformers (pip install 'copersona[hf]')") from err
         self._torch = torch
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.batch_size = batch_size
         source = str(path_or_name)
         files = {"local_files_only": True, "gguf_file": gguf_file} if gguf_file else {"local_files_only": True}
@@ -74,11 +82,19 @@ class TransformersBackend(LLMBackend):
         self.tokenizer.padding_side = "left"  # generation continues every row from its last real token
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(source, dtype=_resolve_dtype(dtype, self.device), **files)
-        self.model.to(self.device).eval()
-        self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(dtype, self.device), **files)
         name = gguf_file or (Path(source).name if Path(source).is_dir() else source)
         self.model_id = f"hf-gguf:{name}" if gguf_file else f"hf:{name}"
+        if adapter is not None:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, str(adapter)).merge_and_unload()
+            weights = sorted(Path(adapter).glob("adapter_model.*"))
+            if not weights:
+                raise FileNotFoundError(f"{adapter}: no adapter_model.safetensors (not a peft adapter folder)")
+            self.model_id += f"+lora:{file_digest(weights[0])}"
+        self.model.to(self.device).eval()
+        self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
         eos = self.model.generation_config.eos_token_id
         self._end_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.pad_token_id}
 
@@ -103,6 +119,12 @@ class TransformersBackend(LLMBackend):
             for r in batch
         ]
         inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        if first.soft_prompt is not None:
+            inputs, prompt_lengths = (
+                self._with_soft_prompts(inputs, batch),
+                [n + first.soft_prompt.values.shape[0] for n in prompt_lengths],
+            )
         greedy = first.temperature <= 0
         sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": first.temperature}
         stopping = {"stop_strings": list(first.stop), "tokenizer": self.tokenizer} if first.stop else {}
@@ -117,8 +139,8 @@ class TransformersBackend(LLMBackend):
                 **stopping,
             )
         seconds = (time.perf_counter() - started) / len(batch)
-        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
-        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        # generate() returns the prompt before the new tokens when given ids, only new ones from embeddings.
+        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist() if "input_ids" in inputs else output.tolist()
         completions = []
         for request, tokens, prompt_length in zip(batch, new_tokens, prompt_lengths, strict=True):
             length = next((k for k, token in enumerate(tokens) if token in self._end_ids), len(tokens))
@@ -132,6 +154,16 @@ class TransformersBackend(LLMBackend):
                 )
             )
         return completions
+
+    def _with_soft_prompts(self, inputs, batch: list[Request]) -> dict:
+        """Token embeddings with each request's soft prompt before them (mask extended accordingly)."""
+        from copersona.model.soft_prompt import prepend_soft_prompt
+
+        torch = self._torch
+        embeddings = self.model.get_input_embeddings()(inputs["input_ids"])
+        soft = torch.stack([torch.from_numpy(r.soft_prompt.values) for r in batch]).to(self.device)  # type: ignore[union-attr]
+        embeddings, mask, _ = prepend_soft_prompt(embeddings, inputs["attention_mask"], soft)
+        return {"inputs_embeds": embeddings, "attention_mask": mask}
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False)) if text else 0

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from copersona.backends.embed import Embedder
-from copersona.backends.llm import LLM, Request
+from copersona.backends.llm import LLM, LLMBackend, Request, SoftPrompt
 from copersona.build import Progress
 from copersona.config import HarnessConfig
 from copersona.data.records import Example
@@ -23,6 +23,7 @@ from copersona.eval.metrics import Metric, load_metric
 from copersona.eval.stats import Comparison, Estimate, bootstrap, paired_difference, resample_indices
 from copersona.methods import METHODS, Method, MethodInput, Resources, create, example_key
 from copersona.methods.prompts import item_block
+from copersona.model.trained import TrainedModel
 from copersona.store.sqlite import Store
 
 # The answer ends where the model starts echoing the layout: a new turn or the item block's fields.
@@ -65,6 +66,7 @@ class Harness:
         llm: Callable[[], LLM] | None,
         embedder: Callable[[], Embedder],
         progress: Progress | None = None,
+        models: dict[str, TrainedModel] | None = None,
     ):
         self.store = store
         self.config = config
@@ -73,7 +75,11 @@ class Harness:
         self._embedder_factory = embedder
         self.progress = progress or Progress()
         self._methods: dict[str, Method] = {}
-        self._resources: Resources | None = None
+        self._resources: dict[int | None, Resources] = {}
+        # Trained models by method: such a method generates with its model, on the window it trained on.
+        self.models = dict(models or {})
+        self._model_llm: tuple[str, LLM] | None = None
+        self.generated_with: dict[str, str] = {}
 
     @property
     def generator_id(self) -> str | None:
@@ -87,32 +93,67 @@ class Harness:
             self._llm = self._llm_factory()
         return self._llm
 
-    def resources(self) -> Resources:
-        """Shared resources; budgets count the generator's tokens (words when there is no generator)."""
-        if self._resources is None:
+    def resources(self, window: int | None = None) -> Resources:
+        """Shared resources; budgets count the generator's tokens (words when there is no generator).
+
+        ``window`` overrides the generator's context window (a trained model's training window);
+        methods on the same window share one set of resources.
+        """
+        if window not in self._resources:
             if self._llm_factory is not None:
                 backend = self.llm().backend
-                count, window = backend.count_tokens, backend.context_window
+                count, context = backend.count_tokens, backend.context_window
             else:  # reference methods only: budgets are not used, word counts stand in
-                count, window = _whitespace_tokens, self.config.budget.reference_window
-            self._resources = Resources(
+                count, context = _whitespace_tokens, self.config.budget.reference_window
+            shared = next(iter(self._resources.values()), None)
+            self._resources[window] = Resources(
                 self.store,
                 self.config,
-                count_tokens=count,
-                context_window=window,
+                count_tokens=shared.count_tokens if shared is not None else count,
+                context_window=window or context,
                 embedder=self._embedder_factory,
                 llm=self.llm if self._llm_factory is not None else None,
             )
-        return self._resources
+        return self._resources[window]
 
     def method(self, name: str, examples: list[Example] | None = None) -> Method:
         if name not in self._methods:
             if name not in METHODS:
                 raise ValueError(f"unknown method {name!r}: use one of {', '.join(METHODS)}")
-            method = create(name, self.resources())
+            if METHODS[name].soft_prompt is not None and name not in self.models:
+                raise ValueError(
+                    f"{name!r} needs a trained model: run `copersona train STORE --method {name} --out DIR`, "
+                    "or evaluate with --finetuned"
+                )
+            model = self.models.get(name)
+            method = create(name, self.resources(model.window if model is not None else None))
             method.prepare(examples or [])
             self._methods[name] = method
         return self._methods[name]
+
+    def generator(self, name: str) -> LLM:
+        """The LLM that generates for ``name``: its trained model's, else the shared generator."""
+        model = self.models.get(name)
+        if model is None:
+            return self.llm()
+        if self._model_llm is None or self._model_llm[0] != model.key:
+            if self._model_llm is not None:  # one fine-tuned model in memory at a time
+                self._model_llm[1].backend.close()
+            self._model_llm = (model.key, LLM(finetuned_backend(model, self.config), cache=self.store))
+        return self._model_llm[1]
+
+    def soft_prompt(self, name: str, user_id: str) -> SoftPrompt | None:
+        """The user's cached soft prompt for a method with a personalizer (computed at training)."""
+        if METHODS[name].soft_prompt is None:
+            return None
+        model = self.models[name]
+        values = self.store.soft_prompt(model.key, user_id)
+        if values is None:
+            raise ValueError(
+                f"{model.key}: no soft prompt for user {user_id} in {self.store.path} "
+                "(the model was trained on another store, or the user was added after training)"
+            )
+        return SoftPrompt(key=f"{model.key}/{user_id}", values=values)
 
     def inputs(self, name: str, example: Example) -> MethodInput:
         return self.method(name, [example]).inputs(example)
@@ -138,13 +179,22 @@ class Harness:
             return predictions
         g = self.config.generation
         requests = [
-            Request.chat(inp.messages, temperature=g.temperature, max_tokens=inp.max_tokens, seed=g.seed, stop=STOP)
-            for inp in inputs
+            Request.chat(
+                inp.messages,
+                temperature=g.temperature,
+                max_tokens=inp.max_tokens,
+                seed=g.seed,
+                stop=STOP,
+                soft_prompt=self.soft_prompt(name, e.user_id),
+            )
+            for e, inp in zip(examples, inputs)
         ]
+        llm = self.generator(name)
+        self.generated_with[name] = llm.model_id
         with self.progress.stage(f"generating: {name}", total=len(requests)) as advance:
             for start in range(0, len(requests), g.batch_size):
                 batch = slice(start, start + g.batch_size)
-                for prediction, completion in zip(predictions[batch], self.llm().generate(requests[batch])):
+                for prediction, completion in zip(predictions[batch], llm.generate(requests[batch])):
                     prediction.text = completion.text.strip()
                     prediction.prompt_tokens = completion.prompt_tokens
                     prediction.completion_tokens = completion.completion_tokens
@@ -173,6 +223,8 @@ class Evaluation:
     judge: dict[str, dict[str, Estimate]] = field(default_factory=dict)
     judge_failures: dict[str, int] = field(default_factory=dict)
     primary_metric: str = PRIMARY_METRIC
+    generators: dict[str, str] = field(default_factory=dict)  # method -> the model id that generated for it
+    models: dict[str, dict] = field(default_factory=dict)  # method -> its trained model's summary
 
     @property
     def metrics(self) -> list[str]:
@@ -241,6 +293,8 @@ def evaluate(
         generator=harness.generator_id,
         seconds=seconds,
         primary_metric=primary,
+        generators=dict(harness.generated_with),
+        models={n: harness.models[n].summary() for n in method_names if n in harness.models},
     )
     if judge is not None:
         _judge(evaluation, judge, examples, harness)
@@ -269,15 +323,34 @@ def _mean(rows: np.ndarray) -> float:
     return float(rows[:, 0].mean())
 
 
+def finetuned_backend(model: TrainedModel, config: HarnessConfig) -> LLMBackend:
+    """The fastest runtime for a trained model: llama.cpp with the LoRA GGUF where there is no soft
+    prompt to inject, else transformers with the adapter merged (it takes prompt embeddings)."""
+    from copersona.backends import load_llm_backend
+    from copersona.backends.transformers_local import TransformersBackend
+
+    if model.encoder is None and model.llama_cpp_adapter:
+        return load_llm_backend(model.base, lora_path=model.folder / model.llama_cpp_adapter)
+    return TransformersBackend(model.checkpoint, adapter=model.adapter_dir, batch_size=config.generation.batch_size)
+
+
 def generator_spec(store: Store, config: HarnessConfig) -> str:
     """The configured generator, else the LLM the store was built with."""
     return config.llm or (store.get_meta("build_config") or {}).get("llm", "smollm2")
 
 
 def open_harness(
-    store: Store, config: HarnessConfig, *, with_generator: bool = True, progress: Progress | None = None
+    store: Store,
+    config: HarnessConfig,
+    *,
+    with_generator: bool = True,
+    progress: Progress | None = None,
+    models: dict[str, TrainedModel] | None = None,
 ) -> Harness:
-    """A harness whose generator and embedder load from the spec strings, when first needed."""
+    """A harness whose generator and embedder load from the spec strings, when first needed.
+
+    Trained models: the store's registered ones (``copersona train``), with ``models`` on top.
+    """
     from copersona.backends import load_embedder, load_llm_backend
 
     pinned = store.get_meta("pinned_config") or {}
@@ -288,7 +361,19 @@ def open_harness(
         llm=(lambda: LLM(load_llm_backend(spec), cache=store)) if with_generator else None,
         embedder=lambda: load_embedder(pinned.get("embedder", "minilm")),
         progress=progress,
+        models={**registered_models(store), **(models or {})},
     )
+
+
+def registered_models(store: Store) -> dict[str, TrainedModel]:
+    """The models ``copersona train`` registered in the store, by method (a moved folder is skipped)."""
+    found = {}
+    for method, path in store.trained_models().items():
+        try:
+            found[method] = TrainedModel.load(path)
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def select_examples(store: Store, split: str, limit: int | None) -> list[Example]:

@@ -45,6 +45,8 @@ def results_dict(evaluation: Evaluation) -> dict:
         },
         "metric_configs": evaluation.metric_configs,
         "config": evaluation.config,
+        "generators": evaluation.generators,
+        "models": evaluation.models,
     }
 
 
@@ -104,6 +106,27 @@ def markdown(evaluation: Evaluation, title: str = "Evaluation") -> str:
         for name, by_criterion in evaluation.judge.items():
             cells = [_cell(by_criterion[c], "0-10") for c in criteria]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {evaluation.judge_failures.get(name, 0)} |")
+    if evaluation.models:
+        lines += [
+            "",
+            "## Trained models",
+            "",
+            "Each method below generated with its own fine-tuned adapter (and soft prompts where it has a "
+            "personalizer); the rest used the base generator.",
+            "",
+            "| Method | steps x batch | window | train examples | training time | validation loss (first -> last) "
+            "| generator |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, model in evaluation.models.items():
+            training = model["config"]
+            first, last = model["initial_validation_loss"], model["final_validation_loss"]
+            losses = f"{first:.3f} -> {last:.3f}" if first is not None and last is not None else "n/a"
+            window = f"{model['window']} (+{model['soft_prompt_length']} virtual)"
+            lines.append(
+                f"| {name} | {model['steps']} x {training['batch_size']} | {window} | {model['train_examples']} "
+                f"| {model['seconds'] / 60:.1f} min | {losses} | `{evaluation.generators.get(name, '')}` |"
+            )
     lines += ["", "## Run", ""]
     for name in evaluation.methods:
         preds = evaluation.predictions[name]

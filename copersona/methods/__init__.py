@@ -13,6 +13,7 @@ from copersona.methods.nonperso import NonPerso
 from copersona.methods.pag import PAG
 from copersona.methods.rag import RAG
 from copersona.methods.reference import CopyPeer, CopySelf
+from copersona.methods.soft_prompted import DEP, CoPersona, CoPersonaP
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -28,7 +29,7 @@ def register(method: type[Method]) -> type[Method]:
     return method
 
 
-for _method in (NonPerso, RAG, PAG, DPL, CoPersonaNP, CopySelf, CopyPeer):
+for _method in (NonPerso, RAG, PAG, DPL, DEP, CoPersonaNP, CoPersonaP, CoPersona, CopySelf, CopyPeer):
     register(_method)
 
 

@@ -152,6 +152,9 @@ class Method(ABC):
     uses_generator: ClassVar[bool] = True
     # "baseline" (a method of the field), "ours" (CoPersona and its variants), or "reference" (no LLM).
     role: ClassVar[str] = "baseline"
+    # The personalizer whose soft prompt goes before this method's input ("persona": the gated graph
+    # encoder; "difference": DEP's), or None. Such a method needs a trained model (copersona train).
+    soft_prompt: ClassVar[str | None] = None
 
     def __init__(self, resources: Resources):
         self.resources = resources
