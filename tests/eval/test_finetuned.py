@@ -105,7 +105,7 @@ def test_train_resumes_registers_and_generates(workspace):
     store, out = workspace / "mi.sqlite", workspace / "trained-p"
     stopped = cli("train", store, "--out", out, "--method", "copersona-p", "--config", workspace / "tiny.toml",
                   "--stop-after", 1)  # fmt: skip
-    assert "stopped at a checkpoint" in stopped.stdout
+    assert "stopped at a checkpoint" in " ".join(stopped.stderr.split())  # rich writes to stderr
     assert not (out / "model.json").exists() and len(list((out / "checkpoints").glob("step-*.pt"))) == 1
     cli("train", store, "--out", out, "--method", "copersona-p", "--config", workspace / "tiny.toml")
     record = json.loads((out / "model.json").read_text())
