@@ -402,6 +402,12 @@ def evaluate(
             judge_llm = harness.llm() if same else LLM(load_llm_backend(judge), cache=db)
         evaluation = run_evaluation(harness, names, examples, split=split, judge=judge_llm)
         written = write_evaluation(evaluation, out, title=f"{store.name}: {split} split")
+        used = {name: m.curve for name, m in harness.models.items() if name in names}
+        if used:
+            from copersona.model.report import plot_curves
+
+            plot_curves(used, out / "training-curves.png", title=f"trained models used on {store.name}")
+            written.append(out / "training-curves.png")
         if ablation:
             written += run_ablations(ablation, db, harness, examples, out, split=split)
     console.print((out / "report.md").read_text())

@@ -22,7 +22,7 @@ def plot_curves(curves: dict[str, list[dict]], path: Path, *, title: str) -> Non
         steps = [p["step"] for p in curve if p.get("train_loss") is not None]
         losses = [p["train_loss"] for p in curve if p.get("train_loss") is not None]
         if steps:
-            window = max(1, len(losses) // 20)
+            window = max(1, len(losses) // 10)
             smooth = [
                 sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
                 for i in range(len(losses))
