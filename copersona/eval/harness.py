@@ -324,12 +324,12 @@ def _mean(rows: np.ndarray) -> float:
 
 
 def finetuned_backend(model: TrainedModel, config: HarnessConfig) -> LLMBackend:
-    """The fastest runtime for a trained model: llama.cpp with the LoRA GGUF where there is no soft
-    prompt to inject, else transformers with the adapter merged (it takes prompt embeddings)."""
+    """The fastest runtime for a trained model: llama.cpp with the LoRA GGUF (soft prompts decoded as
+    embeddings) where the adapter was exported, else transformers with the adapter merged."""
     from copersona.backends import load_llm_backend
     from copersona.backends.transformers_local import TransformersBackend
 
-    if model.encoder is None and model.llama_cpp_adapter:
+    if model.llama_cpp_adapter:
         return load_llm_backend(model.base, lora_path=model.folder / model.llama_cpp_adapter)
     return TransformersBackend(model.checkpoint, adapter=model.adapter_dir, batch_size=config.generation.batch_size)
 
