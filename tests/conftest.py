@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from runner import MI, cli
 
+from copersona.backends.llm import Completion, LLMBackend
+
 # /work/main/tests/conftest.py -> /work/main is the repo root; the data is ../shared/data from there.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -66,7 +68,7 @@ def mi_profiles(data_dir, repo_root):
     }
 
 
-class ScriptedBackend:
+class ScriptedBackend(LLMBackend):
     """Answers with the given texts in order, the last one repeating; records the requests.
 
     For unit tests of parsing and control flow only: end-to-end tests use the real models.
@@ -80,8 +82,6 @@ class ScriptedBackend:
         self.context_window = context_window
 
     def complete(self, requests):
-        from copersona.backends.llm import Completion
-
         out = []
         self.batches.append(len(requests))
         for request in requests:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections import defaultdict
 
 import numpy as np
 
@@ -47,16 +48,29 @@ class SentenceTransformerEmbedder(Embedder):
         self.batch_size = batch_size
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        """Texts of one token length are encoded together, so a text's vector never depends on its companions.
+
+        A batch is padded to its longest text, and padding moves the other texts' vectors in the
+        last bits: enough to flip near-ties in sentence ranking, so that a resumed build (which
+        embeds other batches) would not reproduce the uninterrupted one. Equal lengths need no padding.
+        """
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
+            return vectors
+        texts = list(texts)
+        limit = self.model.max_seq_length
+        by_length: dict[int, list[int]] = defaultdict(list)
+        for row, ids in enumerate(self.model.tokenizer(texts, add_special_tokens=True)["input_ids"]):
+            by_length[min(len(ids), limit)].append(row)
+        for rows in by_length.values():
+            vectors[rows] = self.model.encode(
+                [texts[row] for row in rows],
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return vectors
 
 
 def packaged_minilm_path() -> str:

@@ -144,8 +144,10 @@ class ExtractiveSummarizer(Summarizer):
         all_scores = np.vstack([s for _, s in relevance.values() if len(s)] or [np.zeros((0, len(self.schema.facets)))])
         if len(all_scores) < 2:
             raise ValueError("too few sentences to calibrate the extractive summarizer (need reviews with text)")
-        self.mean = all_scores.mean(axis=0)
-        self.std = np.maximum(all_scores.std(axis=0), 1e-6)
+        # float64, as a stored calibration reads back from JSON: z-scores are then computed in the same
+        # precision whether the calibration was just made or resumed, and near-ties rank alike.
+        self.mean = all_scores.mean(axis=0, dtype=np.float64)
+        self.std = np.maximum(all_scores.std(axis=0, dtype=np.float64), 1e-6)
         totals = np.array([self._totals(scores) for _, scores in relevance.values()])  # (users, M)
         cutoffs = []
         for m in range(len(self.schema.facets)):
