@@ -193,7 +193,8 @@ class LLM:
             if any(requests[i].soft_prompt is not None for i in missing):
                 raise ValueError(
                     f"{self.backend.model_id} cannot take soft prompts; methods with a personalizer generate "
-                    "through the transformers backend (a trained model's adapter on a local checkpoint)"
+                    "through llama.cpp, transformers, or a server that takes prompt embeddings (openai: with "
+                    "prompt_embeddings)"
                 )
         if missing:
             started = time.perf_counter()

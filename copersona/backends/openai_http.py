@@ -5,14 +5,22 @@ Requests in a batch run concurrently, at most ``max_concurrency`` at a time, so 
 exponential backoff and jitter; any other 4xx is the caller's mistake and raises at once with the
 server's own message. Servers disagree on structured output and tokenization, so the backend
 learns, once per instance, which ``response_format`` and which tokenize endpoint a server accepts.
+
+Soft prompts go to servers that take prompt embeddings (vLLM with ``--enable-prompt-embeds``):
+such a request is templated, tokenized and embedded here, from a local copy of the served model's
+tokenizer and input embeddings, and sent to ``/completions`` as ``prompt_embeds``, the virtual
+tokens first. The server applies no template to embeddings, so the client must.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 
@@ -64,8 +72,92 @@ def _server_message(response: httpx.Response) -> str:
     return str(body)[:500]
 
 
+def _sampling(request: Request) -> dict:
+    """The decoding fields of a request body, the same for chat and completions."""
+    fields = {"temperature": request.temperature, "max_tokens": request.max_tokens, "seed": request.seed}
+    if request.stop:
+        fields["stop"] = list(request.stop)
+    return fields
+
+
+def _completion(body: dict, text: str | None, started: float) -> Completion:
+    usage = body.get("usage") or {}
+    return Completion(
+        text=text or "",
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        seconds=time.perf_counter() - started,
+    )
+
+
+class PromptEmbedder:
+    """A request as the served model would embed it: chat template, tokens, input embeddings.
+
+    Reads only the tokenizer and the input embedding matrix of a local checkpoint (the one the
+    server serves, or its base: LoRA leaves the embeddings alone), never the other weights.
+
+    Shapes: :meth:`embed` returns ``(L + T, H)``: the soft prompt's ``L`` rows, then the
+    ``T`` token embeddings of the templated prompt.
+    """
+
+    def __init__(self, checkpoint: str | Path):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoTokenizer
+
+        self.checkpoint = Path(checkpoint)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.checkpoint), local_files_only=True)
+        self.table = input_embedding_table(self.checkpoint)
+
+    def embed(self, request: Request):
+        import torch
+
+        prompt = self.tokenizer.apply_chat_template(request.message_dicts(), add_generation_prompt=True, tokenize=False)
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        tokens = self.table[torch.tensor(ids, dtype=torch.long)]
+        if request.soft_prompt is None:
+            return tokens
+        soft = torch.from_numpy(request.soft_prompt.values).to(tokens.dtype)
+        if soft.shape[1] != tokens.shape[1]:
+            raise ValueError(
+                f"soft prompt width {soft.shape[1]} != {self.checkpoint.name}'s hidden size {tokens.shape[1]}"
+            )
+        return torch.cat([soft, tokens])
+
+
+def input_embedding_table(checkpoint: Path):
+    """The ``(V, H)`` input embedding matrix of a safetensors checkpoint, found by the model's own layout."""
+    import torch
+    from accelerate import init_empty_weights
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with init_empty_weights():  # the architecture on the meta device: it names the tensor, holds no memory
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(checkpoint), local_files_only=True))
+    layer = skeleton.get_input_embeddings()
+    name = next(n for n, module in skeleton.named_modules() if module is layer) + ".weight"
+    for shard in sorted(checkpoint.glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as weights:
+            if name in weights.keys():
+                return weights.get_tensor(name).to(torch.float32)
+    raise FileNotFoundError(f"{checkpoint}: no tensor {name} in its safetensors files")
+
+
+def encode_prompt_embeds(embeddings) -> str:
+    """vLLM's wire format for ``prompt_embeds``: a ``torch.save``d tensor, base64-encoded."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(embeddings.contiguous(), buffer)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 class OpenAICompatibleBackend(LLMBackend):
-    """Chat completions from ``{base_url}/chat/completions``."""
+    """Chat completions from ``{base_url}/chat/completions``; soft prompts as ``prompt_embeds``.
+
+    ``prompt_embeddings`` is a local checkpoint of the served model (tokenizer and input
+    embeddings); with it, requests that carry a soft prompt are sent to ``{base_url}/completions``
+    as embeddings (see :class:`PromptEmbedder`).
+    """
 
     def __init__(
         self,
@@ -78,6 +170,7 @@ class OpenAICompatibleBackend(LLMBackend):
         backoff: float = 0.5,
         max_concurrency: int = 4,
         context_window: int | None = None,
+        prompt_embeddings: str | Path | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -99,12 +192,16 @@ class OpenAICompatibleBackend(LLMBackend):
         self._tokenize_probed = False
         served = None if context_window else self._served_context_window(min(timeout, 10.0))
         self.context_window = context_window or served or DEFAULT_CONTEXT_WINDOW
+        self.prompt_embedder = PromptEmbedder(prompt_embeddings) if prompt_embeddings is not None else None
+        self.supports_soft_prompts = self.prompt_embedder is not None
 
     # -- generation --------------------------------------------------------------------------
     def complete(self, requests: list[Request]) -> list[Completion]:
         return list(self._pool.map(self._complete_one, requests))
 
     def _complete_one(self, request: Request) -> Completion:
+        if request.soft_prompt is not None:
+            return self._complete_embedded(request)
         started = time.perf_counter()
         try:
             body = self._post_with_retries("/chat/completions", self._payload(request, self.structured_format))
@@ -113,24 +210,20 @@ class OpenAICompatibleBackend(LLMBackend):
                 raise
             body = self._post_with_retries("/chat/completions", self._payload(request, "json_object"))
             self.structured_format = "json_object"  # the fallback worked: use it from now on
-        usage = body.get("usage") or {}
-        return Completion(
-            text=body["choices"][0]["message"].get("content") or "",
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            seconds=time.perf_counter() - started,
-        )
+        return _completion(body, body["choices"][0]["message"].get("content"), started)
+
+    def _complete_embedded(self, request: Request) -> Completion:
+        """A soft-prompt request through the completions endpoint, as the whole prompt's embeddings."""
+        if self.prompt_embedder is None:
+            raise ValueError(f"{self.model_id}: soft prompts need prompt_embeddings (a local copy of the model)")
+        started = time.perf_counter()
+        embeds = encode_prompt_embeds(self.prompt_embedder.embed(request))
+        payload = {"model": self.model, "prompt_embeds": embeds, **_sampling(request)}
+        body = self._post_with_retries("/completions", payload)
+        return _completion(body, body["choices"][0].get("text"), started)
 
     def _payload(self, request: Request, structured_format: str) -> dict:
-        payload: dict = {
-            "model": self.model,
-            "messages": request.message_dicts(),
-            "temperature": request.temperature,
-            "max_tokens": request.max_tokens,
-            "seed": request.seed,
-        }
-        if request.stop:
-            payload["stop"] = list(request.stop)
+        payload: dict = {"model": self.model, "messages": request.message_dicts(), **_sampling(request)}
         schema = request.schema_dict()
         if schema is not None:
             if structured_format == "json_schema":

@@ -324,11 +324,23 @@ def _mean(rows: np.ndarray) -> float:
 
 
 def finetuned_backend(model: TrainedModel, config: HarnessConfig) -> LLMBackend:
-    """The fastest runtime for a trained model: llama.cpp with the LoRA GGUF (soft prompts decoded as
-    embeddings) where the adapter was exported, else transformers with the adapter merged."""
+    """The runtime of a trained model.
+
+    With an ``openai:`` generator configured, the server runs the adapter under the model's key
+    (vLLM: ``--enable-lora --lora-modules KEY=FOLDER/adapter``, plus ``--enable-prompt-embeds`` for
+    soft prompts, which are embedded locally from the base checkpoint). Otherwise the fastest
+    local runtime: llama.cpp with the LoRA GGUF (soft prompts decoded as embeddings) where the
+    adapter was exported, else transformers with the adapter merged.
+    """
     from copersona.backends import load_llm_backend
     from copersona.backends.transformers_local import TransformersBackend
 
+    kind, _, served = (config.llm or "").partition(":")
+    if kind == "openai":
+        from copersona.backends.openai_http import OpenAICompatibleBackend
+
+        embeddings = model.checkpoint if model.soft_prompt_length else None
+        return OpenAICompatibleBackend(served.partition("@")[2], model.key, prompt_embeddings=embeddings)
     if model.llama_cpp_adapter:
         return load_llm_backend(model.base, lora_path=model.folder / model.llama_cpp_adapter)
     return TransformersBackend(model.checkpoint, adapter=model.adapter_dir, batch_size=config.generation.batch_size)

@@ -362,3 +362,82 @@ def test_count_tokens_probes_vllm_shape_then_estimates_without_tokenizer():
         assert backend.count_tokens("x" * 40) == 10
         assert "estimated" in backend.notes[0]
         backend.close()
+
+
+# -- soft prompts as prompt embeddings (vLLM --enable-prompt-embeds) --------------------------
+def vllm_completions(path: str, body: dict, _number: int) -> Reply | None:
+    """Answers ``/v1/completions`` as vLLM does; chat as usual; 404 elsewhere."""
+    if path == "/v1/completions":
+        return 200, {"choices": [{"text": "embedded answer"}], "usage": {"prompt_tokens": 30, "completion_tokens": 2}}
+    return ok_reply("chat answer") if path == "/v1/chat/completions" else None
+
+
+def test_soft_prompt_requests_go_to_completions_as_the_whole_prompts_embeddings():
+    import base64
+    import io
+
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from copersona.backends.llm import SoftPrompt
+    from copersona.model.base_model import checkpoint_for
+
+    checkpoint = checkpoint_for("smollm2")  # the packaged model, dequantized: what a server would run
+    soft = SoftPrompt("user-1", np.random.default_rng(0).normal(0, 0.02, (4, 576)).astype(np.float32))
+    with ScriptedServer(vllm_completions) as server:
+        backend = OpenAICompatibleBackend(server.base_url, "copersona@abc", prompt_embeddings=checkpoint)
+        assert backend.supports_soft_prompts
+        embedded, plain = LLM(backend).generate(
+            [Request.chat(ASK, temperature=0.5, max_tokens=9, stop=["\n"], soft_prompt=soft), Request.chat(ASK)]
+        )
+        backend.close()
+    assert (embedded.text, embedded.prompt_tokens, plain.text) == ("embedded answer", 30, "chat answer")
+    [(_, body)] = [(p, b) for p, b in server.calls if p == "/v1/completions"]
+    assert (body["model"], body["temperature"], body["max_tokens"], body["stop"]) == ("copersona@abc", 0.5, 9, ["\n"])
+    assert "prompt" not in body and "messages" not in body
+    sent = torch.load(io.BytesIO(base64.b64decode(body["prompt_embeds"])), weights_only=True)
+
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
+    prompt = tokenizer.apply_chat_template(ASK, add_generation_prompt=True, tokenize=False)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    table = AutoModelForCausalLM.from_pretrained(str(checkpoint), local_files_only=True).get_input_embeddings()
+    assert sent.shape == (4 + len(ids), 576)
+    assert torch.equal(sent[:4], torch.from_numpy(soft.values))  # the virtual tokens first
+    assert torch.allclose(sent[4:], table.weight[torch.tensor(ids)].detach())  # then the templated prompt
+
+
+def test_soft_prompts_without_a_local_copy_of_the_model_are_refused():
+    import numpy as np
+
+    from copersona.backends.llm import SoftPrompt
+
+    with ScriptedServer(vllm_completions) as server:
+        backend = OpenAICompatibleBackend(server.base_url, "m")
+        request = Request.chat(ASK, soft_prompt=SoftPrompt("u", np.zeros((2, 576), dtype=np.float32)))
+        with pytest.raises(ValueError, match="cannot take soft prompts"):
+            LLM(backend).generate([request])
+        backend.close()
+    assert server.calls == [("/v1/models", {})]  # nothing was generated
+
+
+def test_trained_models_with_a_served_generator_use_the_adapter_by_key():
+    from copersona.config import HarnessConfig
+    from copersona.eval.harness import finetuned_backend
+    from copersona.model.base_model import checkpoint_for
+    from copersona.model.trained import TrainedModel
+
+    def trained(soft_prompt_length: int) -> TrainedModel:
+        return TrainedModel(
+            method="copersona", base="smollm2", checkpoint=str(checkpoint_for("smollm2")), fingerprint="f00d",
+            encoder="persona", window=300, soft_prompt_length=soft_prompt_length, steps=1, train_examples=1,
+            validation_examples=0, seconds=0.0, config={},
+        )  # fmt: skip
+
+    with ScriptedServer(vllm_completions) as server:
+        config = HarnessConfig(llm=f"openai:base-model@{server.base_url}")
+        with_soft, text_only = finetuned_backend(trained(20), config), finetuned_backend(trained(0), config)
+    assert (with_soft.model, with_soft.base_url) == ("copersona@f00d", server.base_url)
+    assert with_soft.supports_soft_prompts and not text_only.supports_soft_prompts
+    with_soft.close()
+    text_only.close()
