@@ -51,7 +51,12 @@ class CoPersonaNP(PromptMethod):
         groups = self.resources.peers.context(example.user_id, limit) if limit > 0 else []
         text = linearize_peers(groups, budget)
         if not text:
-            note = "no peers: the user has no edges" if limit > 0 else "peer context disabled (neighbours = 0)"
+            if limit <= 0:
+                note = "peer context disabled (neighbours = 0)"
+            elif groups:  # the user has peers, but the window left them no room
+                note = "no peers: no room left in the window for peer context"
+            else:
+                note = "no peers: the user has no edges"
             return [], {"peers": ""}, [note]
         title = (
             "How customers who resemble this one write about each facet (confidence: how close the "

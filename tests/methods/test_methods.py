@@ -99,6 +99,13 @@ def test_no_neighbours_means_no_peer_context(store, smollm2, examples):
     assert inp.messages == harness.inputs("rag", examples[0]).messages
 
 
+def test_peers_without_room_in_the_window_are_told_apart_from_no_peers(store, smollm2, examples):
+    harness = _harness(store, smollm2, budget={"total": 200})
+    example = next(e for e in examples if store.neighbours(e.user_id, limit=3))
+    inp = harness.inputs("copersona-np", example)
+    assert inp.parts["peers"] == "" and inp.notes == ["no peers: no room left in the window for peer context"]
+
+
 def test_tight_budget_truncates_and_records(store, smollm2, examples):
     harness = _harness(store, smollm2, budget={"total": 400, "history": 120, "per_review": 60, "per_peer_facet": 30})
     example = max(examples, key=lambda e: sum(len(i.text) for i in e.profile))
