@@ -114,9 +114,7 @@ class PromptEmbedder:
         prompt = self.tokenizer.apply_chat_template(request.message_dicts(), add_generation_prompt=True, tokenize=False)
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         tokens = self.table[torch.tensor(ids, dtype=torch.long)]
-        if request.soft_prompt is None:
-            return tokens
-        soft = torch.from_numpy(request.soft_prompt.values).to(tokens.dtype)
+        soft = torch.from_numpy(request.soft_prompt.values).to(tokens.dtype)  # type: ignore[union-attr]
         if soft.shape[1] != tokens.shape[1]:
             raise ValueError(
                 f"soft prompt width {soft.shape[1]} != {self.checkpoint.name}'s hidden size {tokens.shape[1]}"
