@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from copersona.backends.llm import Completion, LLMBackend, Request, SoftPrompt, file_digest
+from copersona.backends.digest import weights_digest
+from copersona.backends.llm import Completion, LLMBackend, Request, SoftPrompt
 
 _EMBEDDED_HINT = "pip install 'copersona[embedded]'"
 
@@ -138,12 +139,13 @@ class LlamaCppBackend(LLMBackend):
         trained = gguf_trained_context(path)
         # A window beyond the trained length only degrades answers and wastes KV-cache memory.
         self.context_window = min(n_ctx, trained) if trained else n_ctx
-        self.model_id = f"llamacpp:{path.name}"
+        # The weights' digest joins the name: a file replaced under the same name misses the LLM cache.
+        self.model_id = f"llamacpp:{path.name}@{weights_digest(path)}"
         if lora_path is not None:
             lora_path = Path(lora_path)
             if not lora_path.is_file():
                 raise FileNotFoundError(f"{lora_path}: no such LoRA adapter file")
-            self.model_id += f"+lora:{file_digest(lora_path)}"
+            self.model_id += f"+lora:{weights_digest(lora_path)}"
         self._llm = Llama(
             model_path=str(path),
             n_ctx=self.context_window,

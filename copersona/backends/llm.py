@@ -14,7 +14,6 @@ import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
@@ -31,11 +30,18 @@ T = TypeVar("T", bound=BaseModel)
 class SoftPrompt:
     """Virtual token embeddings ``(L, H)`` placed before a request's prompt (a trained personalizer's).
 
-    ``key`` names them (model and user) in cache keys; the values themselves are not hashed.
+    ``key`` names them (model and user) in messages; cache keys use :attr:`digest`, a hash of the
+    values themselves, so a retrained personalizer never reuses an answer made with older values.
     """
 
     key: str
     values: np.ndarray = field(compare=False, hash=False, repr=False)
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the shape and the float32 values."""
+        values = np.ascontiguousarray(self.values, dtype=np.float32)
+        return hashlib.sha256(f"{values.shape}".encode() + values.tobytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -69,12 +75,12 @@ class Request:
         return json.loads(self.json_schema) if self.json_schema else None
 
     def to_dict(self) -> dict:
-        """JSON-ready; a soft prompt appears by key (and not at all without one, so older cache keys hold)."""
+        """JSON-ready; a soft prompt appears by the digest of its values (and not at all without one)."""
         record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "soft_prompt"}
         record["messages"] = [list(m) for m in self.messages]
         record["stop"] = list(self.stop)
         if self.soft_prompt is not None:
-            record["soft_prompt"] = self.soft_prompt.key
+            record["soft_prompt"] = self.soft_prompt.digest
         return record
 
 
@@ -136,15 +142,6 @@ class LLMStats:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def file_digest(path: Path) -> str:
-    """A short hash of a whole file (an adapter): two adapters that differ anywhere must not share a cache."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
 
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)

@@ -13,7 +13,11 @@ import time
 from itertools import groupby
 from pathlib import Path
 
-from copersona.backends.llm import Completion, LLMBackend, Request, file_digest
+from copersona.backends.digest import folder_digest, weights_digest
+from copersona.backends.llm import Completion, LLMBackend, Request
+
+# A local checkpoint's weight files, hashed into the model id.
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf")
 
 
 def resolve_device(device: str) -> str:
@@ -85,6 +89,10 @@ class TransformersBackend(LLMBackend):
         self.model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(dtype, self.device), **files)
         name = gguf_file or (Path(source).name if Path(source).is_dir() else source)
         self.model_id = f"hf-gguf:{name}" if gguf_file else f"hf:{name}"
+        if gguf_file:
+            self.model_id += f"@{weights_digest(Path(source) / gguf_file)}"
+        elif Path(source).is_dir():
+            self.model_id += f"@{folder_digest(source, WEIGHT_FILES)}"
         if adapter is not None:
             from peft import PeftModel
 
@@ -92,7 +100,7 @@ class TransformersBackend(LLMBackend):
             weights = sorted(Path(adapter).glob("adapter_model.*"))
             if not weights:
                 raise FileNotFoundError(f"{adapter}: no adapter_model.safetensors (not a peft adapter folder)")
-            self.model_id += f"+lora:{file_digest(weights[0])}"
+            self.model_id += f"+lora:{weights_digest(weights[0])}"
         self.model.to(self.device).eval()
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
         eos = self.model.generation_config.eos_token_id

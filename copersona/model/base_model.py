@@ -7,26 +7,13 @@ once and keeps a safetensors checkpoint in the cache folder; every later load re
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from copersona.backends.digest import cache_dir, weights_digest
 from copersona.backends.transformers_local import resolve_device, resolve_dtype
-
-
-def cache_dir() -> Path:
-    """Where CoPersona keeps derived artefacts that outlive a store (``COPERSONA_CACHE`` overrides)."""
-    return Path(os.environ.get("COPERSONA_CACHE", Path.home() / ".cache" / "copersona"))
-
-
-def _file_digest(path: Path) -> str:
-    """Identifies a model file by name, size and a hash of its first MiB (hashing 100s of MB per load is slow)."""
-    digest = hashlib.sha256(f"{path.name}:{path.stat().st_size}".encode())
-    with path.open("rb") as handle:
-        digest.update(handle.read(1 << 20))
-    return digest.hexdigest()[:12]
 
 
 def dequantized_checkpoint(gguf_path: str | Path) -> Path:
@@ -39,7 +26,7 @@ def dequantized_checkpoint(gguf_path: str | Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_path = Path(gguf_path)
-    target = cache_dir() / "models" / f"{gguf_path.stem}-{_file_digest(gguf_path)}"
+    target = cache_dir() / "models" / f"{gguf_path.stem}-{weights_digest(gguf_path)}"
     if (target / "config.json").exists():
         return target
     partial = target.with_name(target.name + f".partial-{os.getpid()}")

@@ -9,6 +9,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from copersona.backends import load_llm_backend
+from copersona.backends.digest import weights_digest
 from copersona.backends.llamacpp import LlamaCppBackend, gguf_trained_context, packaged_smollm2_path
 from copersona.backends.llm import LLM, Request
 
@@ -36,7 +37,9 @@ def test_packaged_model_is_found_without_importing_its_package():
 
 
 def test_backend_describes_itself(backend):
-    assert backend.model_id == "llamacpp:SmolLM2-135M-Instruct.Q4_1.gguf"
+    # The weights' content digest is part of the id, so replaced weights never reuse cached answers.
+    digest = weights_digest(packaged_smollm2_path())
+    assert backend.model_id == f"llamacpp:SmolLM2-135M-Instruct.Q4_1.gguf@{digest}" and len(digest) == 12
     assert backend.context_window == 2048
 
 

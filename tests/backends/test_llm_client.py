@@ -9,12 +9,14 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import numpy as np
 import pytest
 from pydantic import BaseModel, Field
 
 from copersona.backends import load_llm_backend
+from copersona.backends.digest import weights_digest
 from copersona.backends.llamacpp import packaged_smollm2_path
-from copersona.backends.llm import LLM, Completion, LLMBackend, Request, extract_json
+from copersona.backends.llm import LLM, Completion, LLMBackend, Request, SoftPrompt, extract_json
 from copersona.store.sqlite import Store
 
 
@@ -95,6 +97,36 @@ def test_only_uncached_requests_reach_the_backend(tmp_path):
 def test_cache_key_changes_with_model_and_every_parameter(model_id, params):
     base = LLM(ScriptedBackend(["x"])).cache_key(Request.chat(MESSAGES))
     assert LLM(ScriptedBackend(["x"], model_id=model_id)).cache_key(Request.chat(MESSAGES, **params)) != base
+
+
+def test_cache_key_follows_soft_prompt_values_not_their_name():
+    llm = LLM(ScriptedBackend(["x"]))
+    values = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
+    key = llm.cache_key(Request.chat(MESSAGES, soft_prompt=SoftPrompt("model@1/user", values)))
+    renamed = llm.cache_key(Request.chat(MESSAGES, soft_prompt=SoftPrompt("another name", values.copy())))
+    changed = values.copy()
+    changed[2, 3] += 1e-3
+    retrained = llm.cache_key(Request.chat(MESSAGES, soft_prompt=SoftPrompt("model@1/user", changed)))
+    assert key == renamed and key != retrained and key != llm.cache_key(Request.chat(MESSAGES))
+
+
+def test_weights_replaced_under_the_same_name_get_a_new_digest(tmp_path, monkeypatch):
+    """A model or adapter file swapped in place changes the model id, so its cached answers miss."""
+    monkeypatch.setenv("COPERSONA_CACHE", str(tmp_path / "cache"))
+    adapter = tmp_path / "adapter.gguf"
+    adapter.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    first = weights_digest(adapter)
+    assert weights_digest(adapter) == first and (tmp_path / "cache" / "weight-digests.json").exists()
+    replacement = tmp_path / "new.gguf"
+    replacement.write_bytes(b"GGUF" + bytes(range(255, -1, -1)) * 64)  # same size, other values
+    replacement.replace(adapter)
+    second = weights_digest(adapter)
+    assert second != first
+    keys = {
+        LLM(ScriptedBackend(["x"], model_id=f"llamacpp:m.gguf+lora:{d}")).cache_key(Request.chat(MESSAGES))
+        for d in (first, second)
+    }
+    assert len(keys) == 2
 
 
 def test_cache_key_ignores_schema_key_order():
