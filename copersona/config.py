@@ -157,6 +157,33 @@ class RetrievalConfig:
     neighbours: int = _help("Peers in the facet peer context, by combined similarity (0 disables it).", default=3)
 
 
+PEER_CUTOFFS = ("before-target", "none")
+
+
+@dataclass
+class PeersConfig:
+    """What other users' evidence may reach a request's input (time and item integrity).
+
+    Evidence is dated by day: evidence written on the target's day counts as not before it.
+    """
+
+    cutoff: str = _help(
+        "'before-target': a request for a target written at day t uses only peer evidence (summaries, "
+        "quotes, copied reviews, DPL's representatives) written before day t; 'none': any evidence. "
+        "Live requests (a new item) are dated now.",
+        default="before-target",
+    )
+    same_item: bool = _help(
+        "Allow a peer's own review of the target item to reach the input (false: never).", default=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.cutoff not in PEER_CUTOFFS:
+            raise ValueError(f"harness.peers.cutoff: {self.cutoff!r} is not one of {', '.join(PEER_CUTOFFS)}")
+        if not isinstance(self.same_item, bool):
+            raise ValueError(f"harness.peers.same_item: expected true or false, got {self.same_item!r}")
+
+
 @dataclass
 class BudgetConfig:
     """Token budgets per prompt component (App. C), in the generator's own tokens.
@@ -232,6 +259,7 @@ class HarnessConfig(_TopLevel):
 
     llm: str | None = _help("Generator spec; default: the store's build LLM.", default=None)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    peers: PeersConfig = field(default_factory=PeersConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     methods: MethodsConfig = field(default_factory=MethodsConfig)

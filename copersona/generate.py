@@ -1,11 +1,14 @@
 """One request: the example a `copersona generate` call stands for.
 
 A held-out item of the user is evaluated as in the harness (the profile is everything before it).
-Any other item is a new request: the whole history is the profile, and the item's title and
-description come from any stored review of it.
+Any other item is a new request: the whole history is the profile, the item's title and
+description come from any stored review of it, and it is dated now (a live request may use every
+piece of evidence written before it).
 """
 
 from __future__ import annotations
+
+import time
 
 from copersona.data.records import Example, Interaction
 from copersona.data.split import split_of_rank
@@ -34,7 +37,7 @@ def request_example(
     target = Interaction(
         user_id=user_id,
         item_id=item_id,
-        timestamp=history[-1].timestamp + 1,
+        timestamp=max(int(time.time()), history[-1].timestamp + 1),
         rating=rating,
         review_title=title or "",
         item_title=known.item_title if known else item_id,

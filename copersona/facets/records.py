@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from copersona.data.records import Interaction
 
 Reliability = Literal["none", "weak", "moderate", "strong"]
 RELIABILITY_LEVELS: tuple[Reliability, ...] = ("none", "weak", "moderate", "strong")
@@ -54,8 +57,45 @@ class ClusterEvidence(BaseModel):
     style: dict[str, float]
 
 
+class ReviewRef(BaseModel):
+    """The review a piece of facet evidence was taken from: its item and when it was written."""
+
+    model_config = ConfigDict(frozen=True)
+
+    item_id: str
+    timestamp: int
+
+    @classmethod
+    def of(cls, interaction: Interaction) -> ReviewRef:
+        return cls(item_id=interaction.item_id, timestamp=interaction.timestamp)
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_space(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
+def source_of(text: str, reviews: Iterable[Interaction]) -> ReviewRef | None:
+    """The earliest of ``reviews`` that contains ``text`` verbatim (up to whitespace), or None.
+
+    The earliest, because a sentence a user repeated existed from its first writing on.
+    """
+    wanted = normalize_space(text)
+    for review in sorted(reviews, key=lambda r: (r.timestamp, r.item_id)):
+        if wanted in normalize_space(review.text):
+            return ReviewRef.of(review)
+    return None
+
+
 class FacetSummary(BaseModel):
-    """User u's state on facet m: summary s, quotes ev, reliability r, facet text t = [s; ev]."""
+    """User u's state on facet m: summary s, quotes ev, reliability r, facet text t = [s; ev].
+
+    Every piece of evidence says which reviews it rests on (``summary_sources``; ``quote_sources``,
+    one per quote), so a request for a target written at time t can leave out what a peer wrote on
+    or after t, or about the target item (:mod:`copersona.retrieval.cutoff`).
+    """
 
     user_id: str
     facet_key: str
@@ -65,6 +105,10 @@ class FacetSummary(BaseModel):
     method: Literal["extractive", "abstractive"]
     fallback: str = Field(default="", description="Why a fallback was used ('' when none was).")
     dropped_quotes: int = Field(default=0, description="Quotes rejected because they are not verbatim.")
+    summary_sources: list[ReviewRef] = Field(
+        default_factory=list, description="The reviews the summary rests on (extractive: its sentences' reviews)."
+    )
+    quote_sources: list[ReviewRef] = Field(default_factory=list, description="Each quote's review, in quote order.")
 
     def facet_text(self, placeholder: str) -> str:
         """Eq. 4's t = [s; ev], or the neutral placeholder where evidence is none or weak."""

@@ -14,7 +14,6 @@ build stores it so a resumed build labels the remaining users exactly as the fir
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -25,31 +24,48 @@ from copersona.backends.llm import LLM, Structured
 from copersona.config import SummaryConfig
 from copersona.data.records import Interaction
 from copersona.facets.profile import recent, split_sentences
-from copersona.facets.records import RELIABILITY_LEVELS, FacetSchema, FacetSummary
+from copersona.facets.records import (
+    RELIABILITY_LEVELS,
+    FacetSchema,
+    FacetSummary,
+    ReviewRef,
+    normalize_space,
+    source_of,
+)
 
 Profiles = dict[str, list[Interaction]]
 
-_SPACES = re.compile(r"\s+")
 _QUOTE_MARKS = "\"'“”‘’ "
 
 
-def _normalize(text: str) -> str:
-    return _SPACES.sub(" ", text).strip()
-
-
 def verify_quotes(quotes: list[str], sources: list[str], max_quotes: int, max_chars: int) -> tuple[list[str], int]:
-    """Quotes that appear verbatim (up to whitespace) in ``sources``, and how many were dropped.
+    """Quotes that appear verbatim (up to whitespace) in one of ``sources``, and how many were dropped.
 
     Surrounding quotation marks are not part of a quote; overlong or repeated quotes are dropped.
+    A quote must lie inside one review, so the review it came from (and its time) is known.
     """
-    haystack = _normalize(" \n ".join(sources))
+    reviews = [normalize_space(source) for source in sources]
     kept: list[str] = []
     for quote in quotes:
-        candidate = _normalize(quote).strip(_QUOTE_MARKS)
-        if candidate and len(candidate) <= max_chars and candidate in haystack and candidate not in kept:
+        candidate = normalize_space(quote).strip(_QUOTE_MARKS)
+        verbatim = any(candidate in review for review in reviews)
+        if candidate and len(candidate) <= max_chars and verbatim and candidate not in kept:
             kept.append(candidate)
     kept = kept[:max_quotes]
     return kept, len(quotes) - len(kept)
+
+
+def summary_sources(sentences: list[str], reviews: list[Interaction]) -> list[ReviewRef]:
+    """The reviews ``sentences`` come from; all of ``reviews`` if one is not found verbatim."""
+    refs = [source_of(sentence, reviews) for sentence in sentences]
+    if any(ref is None for ref in refs):
+        return [ReviewRef.of(r) for r in reviews]
+    return list(dict.fromkeys(refs))  # type: ignore[arg-type]
+
+
+def quote_sources(quotes: list[str], reviews: list[Interaction]) -> list[ReviewRef]:
+    """Each verified quote's review (:func:`verify_quotes` keeps only quotes found in one review)."""
+    return [source_of(quote, reviews) for quote in quotes]  # type: ignore[misc]
 
 
 def _clip(sentence: str, max_chars: int) -> str:
@@ -186,7 +202,8 @@ class ExtractiveSummarizer(Summarizer):
         out = []
         for user, (sentences, scores) in self._relevance(profiles).items():
             z, support = self._evidence(scores)
-            texts = [i.text for i in self.sources(profiles[user])]
+            reviews = self.sources(profiles[user])
+            texts = [i.text for i in reviews]
             for m, facet in enumerate(self.schema.facets):
                 rows = np.flatnonzero(support == m)
                 ranked = rows[np.argsort(-z[rows, m], kind="stable")]
@@ -207,6 +224,8 @@ class ExtractiveSummarizer(Summarizer):
                         reliability=self._label(m, float(z[rows, m].sum()), len(rows)),
                         method=self.method,
                         dropped_quotes=dropped,
+                        summary_sources=summary_sources(top, reviews),
+                        quote_sources=quote_sources(quotes, reviews),
                     )
                 )
         return out
@@ -347,7 +366,8 @@ class AbstractiveSummarizer(Summarizer):
         out = []
         for alias, user in aliases.items():
             given = {f.facet: f for f in by_alias[alias].facets} if alias in by_alias else {}
-            texts = [i.text for i in self.sources(profiles[user])]
+            reviews = self.sources(profiles[user])
+            texts = [i.text for i in reviews]
             for facet in self.schema.facets:
                 item = given.get(facet.key)
                 if item is None or item.reliability not in RELIABILITY_LEVELS:
@@ -372,11 +392,14 @@ class AbstractiveSummarizer(Summarizer):
                     FacetSummary(
                         user_id=user,
                         facet_key=facet.key,
-                        summary=_normalize(item.summary),
+                        summary=normalize_space(item.summary),
                         quotes=quotes,
                         reliability=item.reliability,
                         method=self.method,
                         dropped_quotes=dropped,
+                        # The LLM read every source review: its summary may rest on any of them.
+                        summary_sources=[ReviewRef.of(r) for r in reviews],
+                        quote_sources=quote_sources(quotes, reviews),
                     )
                 )
         return out

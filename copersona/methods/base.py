@@ -21,7 +21,15 @@ from copersona.backends.llm import LLM
 from copersona.config import HarnessConfig
 from copersona.data.records import Example, Interaction
 from copersona.facets.profile import word_count
-from copersona.retrieval import HistoryRetriever, PeerIndex, TokenBudget, Truncation, load_retriever
+from copersona.retrieval import (
+    DroppedText,
+    EvidenceCutoff,
+    HistoryRetriever,
+    PeerIndex,
+    TokenBudget,
+    Truncation,
+    load_retriever,
+)
 from copersona.retrieval.history import BM25Retriever
 from copersona.store.sqlite import Store
 
@@ -53,6 +61,7 @@ class MethodInput:
     parts: dict[str, str] = field(default_factory=dict)  # named components, in prompt order
     truncations: list[Truncation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # fallbacks taken (no peers, empty history, ...)
+    dropped: list[DroppedText] = field(default_factory=list)  # other users' texts the evidence cutoff kept out
 
     def to_dict(self) -> dict:
         return {
@@ -64,6 +73,7 @@ class MethodInput:
             "parts": self.parts,
             "truncations": [t.to_dict() for t in self.truncations],
             "notes": self.notes,
+            "dropped": [d.to_dict() for d in self.dropped],
         }
 
 
@@ -122,8 +132,13 @@ class Resources:
 
     @cached_property
     def profiles(self) -> dict[str, list[Interaction]]:
-        """Every user's persona profile (before the held-out block): what peers may show of themselves."""
+        """Every user's persona profile (before the held-out block): what peers may show of themselves,
+        as far as a request's :meth:`cutoff` allows."""
         return self.store.profiles()
+
+    def cutoff(self, example: Example) -> EvidenceCutoff:
+        """What of other users' evidence a request for ``example`` may see (``[harness.peers]``)."""
+        return EvidenceCutoff.for_target(example.target, self.config.peers)
 
     @cached_property
     def population_words(self) -> int:

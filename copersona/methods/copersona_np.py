@@ -8,7 +8,7 @@ confidence, strongest first. Peers are named by alias: their ids mean nothing to
 from __future__ import annotations
 
 from copersona.data.records import Example
-from copersona.methods.prompts import PromptMethod, fenced, sanitize
+from copersona.methods.prompts import Context, PromptMethod, fenced, sanitize
 from copersona.retrieval import FacetPeers, TokenBudget
 
 
@@ -41,25 +41,30 @@ class CoPersonaNP(PromptMethod):
     role = "ours"
 
     def stored_texts(self, example: Example) -> list[str]:
-        groups = self.resources.peers.context(example.user_id, self.config.retrieval.neighbours)
+        limit, cutoff = self.config.retrieval.neighbours, self.resources.cutoff(example)
+        groups, _ = self.resources.peers.context(example.user_id, limit, cutoff)
         return [f"{g.facet.name}: {g.facet.definition}" for g in groups] + [
             sanitize(e.package()) for g in groups for e in g.exemplars
         ]
 
-    def context(self, example: Example, budget: TokenBudget) -> tuple[list[str], dict[str, str], list[str]]:
+    def context(self, example: Example, budget: TokenBudget) -> Context:
         limit = self.config.retrieval.neighbours
-        groups = self.resources.peers.context(example.user_id, limit) if limit > 0 else []
+        groups, dropped = [], []
+        if limit > 0:
+            groups, dropped = self.resources.peers.context(example.user_id, limit, self.resources.cutoff(example))
         text = linearize_peers(groups, budget)
         if not text:
             if limit <= 0:
                 note = "peer context disabled (neighbours = 0)"
             elif groups:  # the user has peers, but the window left them no room
                 note = "no peers: no room left in the window for peer context"
+            elif dropped:
+                note = "no peers: every peer text was written on or after the target or is about the target item"
             else:
                 note = "no peers: the user has no edges"
-            return [], {"peers": ""}, [note]
+            return Context(parts={"peers": ""}, notes=[note], dropped=dropped)
         title = (
             "How customers who resemble this one write about each facet (confidence: how close the "
             "resemblance is, 0-1):"
         )
-        return fenced(title, text, budget), {"peers": text}, []
+        return Context(fenced(title, text, budget), {"peers": text}, [], dropped)

@@ -8,6 +8,10 @@ embedder as CoPersona, as the paper asks for fairness). A user is contrasted wit
 * emotional style: rating level and spread;
 * semantic style: the terms the user uses more, and less, than the representatives (TF-IDF).
 
+Representatives are other users: a request sees only their reviews that its evidence cutoff
+allows (written before the target's day, not about the target item), and a representative with
+none is passed over for the next nearest.
+
 By default the profile states these measured differences (no LLM; a 135M generator cannot write
 them); with ``methods.profile_writer = "llm"`` the generator writes it from both sides' reviews.
 """
@@ -20,7 +24,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from copersona.data.records import Interaction
+from copersona.data.records import Example, Interaction
 from copersona.facets.profile import STYLE_FEATURES, recent, style_features
 from copersona.methods.prompts import sanitize
 from copersona.methods.writer import ProfileMethod
@@ -88,29 +92,43 @@ class DPL(ProfileMethod):
         )
 
     @cached_property
-    def representative_features(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Each representative's style vector and TF-IDF row, computed once for all users."""
+    def _feature_memo(self) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+        return {}
+
+    def _features(self, representative: str, reviews: tuple[Interaction, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """A representative's style vector and TF-IDF row over the reviews a request may see (memoized)."""
+        key = (representative, tuple(r.item_id for r in reviews))
+        if key not in self._feature_memo:
+            row = self.tfidf.transform([_document(list(reviews))]).toarray().ravel()
+            self._feature_memo[key] = (style_features(list(reviews)), row)
+        return self._feature_memo[key]
+
+    def compared_with(self, example: Example) -> list[tuple[str, tuple[Interaction, ...]]]:
+        """The representatives nearest the user in profile space (never the user), with the reviews
+        of theirs the request may see; representatives with none are passed over."""
+        cutoff = self.resources.cutoff(example)
         profiles = self.resources.profiles
-        rows = self.tfidf.transform([_document(profiles[r]) for r in self.representatives]).toarray()
-        return {r: (style_features(profiles[r]), row) for r, row in zip(self.representatives, rows)}
+        candidates = [r for r in self.representatives if r != example.user_id]
+        vector = self.profile_vectors.get(example.user_id)
+        if vector is not None:  # a user without a stored profile vector: all representatives, in id order
+            similarity = {r: float(self.profile_vectors[r] @ vector) for r in candidates}
+            candidates.sort(key=lambda r: (-similarity[r], r))
+        visible = ((r, tuple(cutoff.visible(profiles[r]))) for r in candidates)
+        return [(r, reviews) for r, reviews in visible if reviews][: self.config.methods.dpl_compare]
 
-    def compared_with(self, user_id: str) -> list[str]:
-        """The representatives nearest the user in profile space (never the user itself)."""
-        candidates = [r for r in self.representatives if r != user_id]
-        vector = self.profile_vectors.get(user_id)
-        if vector is None:  # a user without a stored profile vector: all representatives
-            return candidates
-        similarity = [float(self.profile_vectors[r] @ vector) for r in candidates]
-        order = sorted(range(len(candidates)), key=lambda i: (-similarity[i], candidates[i]))
-        return [candidates[i] for i in order[: self.config.methods.dpl_compare]]
+    def text_key(self, example: Example) -> tuple:
+        compared = tuple((r, tuple(i.item_id for i in reviews)) for r, reviews in self.compared_with(example))
+        return (*super().text_key(example), compared)
 
-    def computed_profile(self, profile: list[Interaction]) -> str:
+    def computed_profile(self, example: Example) -> str:
         """The measured differences on the three dimensions."""
-        others = self.compared_with(profile[0].user_id)
-        features = [self.representative_features[r] for r in others]
+        compared = self.compared_with(example)
+        if not compared:
+            return ""
+        features = [self._features(r, reviews) for r, reviews in compared]
         other_style = np.mean([style for style, _ in features], axis=0)
-        writing, emotional = _describe_style(style_features(profile), other_style)
-        user_terms = self.tfidf.transform([_document(profile)]).toarray().ravel()
+        writing, emotional = _describe_style(style_features(example.profile), other_style)
+        user_terms = self.tfidf.transform([_document(example.profile)]).toarray().ravel()
         difference = user_terms - np.mean([terms for _, terms in features], axis=0)
         terms = self.tfidf.get_feature_names_out()
         count = self.config.methods.dpl_terms
@@ -118,13 +136,12 @@ class DPL(ProfileMethod):
         fewer = [terms[i] for i in np.argsort(difference, kind="stable")[:count] if difference[i] < 0]
         semantic = f"Semantic style: writes more than the others about {', '.join(more) or 'nothing in particular'}"
         semantic += f"; less about {', '.join(fewer)}." if fewer else "."
-        return f"Compared with {len(others)} representative reviewers:\n{writing}\n{emotional}\n{semantic}"
+        return f"Compared with {len(compared)} representative reviewers:\n{writing}\n{emotional}\n{semantic}"
 
-    def writer_prompt(self, profile: list[Interaction]) -> str:
-        profiles = self.resources.profiles
-        own = "\n".join(sanitize(i.profile_line()) for i in recent(profile, WRITER_REVIEWS))
+    def writer_prompt(self, example: Example) -> str:
+        own = "\n".join(sanitize(i.profile_line()) for i in recent(example.profile, WRITER_REVIEWS))
         others = "\n".join(
-            sanitize(i.profile_line()) for r in self.compared_with(profile[0].user_id) for i in recent(profiles[r], 1)
+            sanitize(i.profile_line()) for _, reviews in self.compared_with(example) for i in recent(list(reviews), 1)
         )
         return (
             "Compare the target customer's reviews with other customers' reviews. In three sentences, "

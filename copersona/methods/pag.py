@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from copersona.data.records import Interaction
+from copersona.data.records import Example, Interaction
 from copersona.facets.profile import recent, split_sentences
 from copersona.methods.prompts import sanitize
 from copersona.methods.writer import ProfileMethod
@@ -40,12 +40,12 @@ class PAG(ProfileMethod):
     block_title = "What this customer's past reviews say:"
     part = "profile"
 
-    def computed_profile(self, profile: list[Interaction]) -> str:
-        reviews = recent(profile, PROFILE_REVIEWS)
+    def computed_profile(self, example: Example) -> str:
+        reviews = recent(example.profile, PROFILE_REVIEWS)
         return " ".join(central_sentences(reviews, self.config.methods.pag_profile_sentences))
 
-    def writer_prompt(self, profile: list[Interaction]) -> str:
-        reviews = "\n".join(sanitize(i.profile_line()) for i in recent(profile, PROFILE_REVIEWS))
+    def writer_prompt(self, example: Example) -> str:
+        reviews = "\n".join(sanitize(i.profile_line()) for i in recent(example.profile, PROFILE_REVIEWS))
         return (
             "Summarize this customer's preferences and writing style in three sentences, from their "
             f"reviews below. Write only the summary.\n<data>\n{reviews}\n</data>"

@@ -17,11 +17,12 @@ system prompt tells the model not to follow instructions found there.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from copersona.data.records import Example, Interaction
 from copersona.methods.base import Message, Method, MethodInput, example_key
-from copersona.retrieval import TokenBudget
+from copersona.retrieval import DroppedText, TokenBudget
 
 SYSTEM = (
     "You are a customer writing a product review. Write only the review text, in plain prose, "
@@ -103,6 +104,17 @@ def messages(context_blocks: list[str], shots: list[Message], final_request: str
     return [{"role": "system", "content": system}, *shots, {"role": "user", "content": final_request}]
 
 
+@dataclass
+class Context:
+    """A method's own part of a prompt: system blocks, the parts ``--explain`` names, notes, and the
+    other users' texts the evidence cutoff kept out."""
+
+    blocks: list[str] = field(default_factory=list)
+    parts: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    dropped: list[DroppedText] = field(default_factory=list)
+
+
 class PromptMethod(Method):
     """A generating method in the shared layout; subclasses add their context blocks.
 
@@ -113,9 +125,9 @@ class PromptMethod(Method):
     personal: ClassVar[bool] = True  # False: knows nothing about the user (length target included)
     retrieves_history: ClassVar[bool] = True
 
-    def context(self, example: Example, budget: TokenBudget) -> tuple[list[str], dict[str, str], list[str]]:
+    def context(self, example: Example, budget: TokenBudget) -> Context:
         """The method's own blocks for the system message, the parts to explain, and notes."""
-        return [], {}, []
+        return Context()
 
     def stored_texts(self, example: Example) -> list[str]:
         """Stored texts a request for ``example`` may place besides its history (counted offline)."""
@@ -151,14 +163,15 @@ class PromptMethod(Method):
                 notes.append("empty history: no past reviews to retrieve")
             shots, placed = few_shot(history, words, budget)
             parts["history"] = "\n---\n".join(placed)
-        blocks, context_parts, context_notes = self.context(example, budget)
-        parts.update(context_parts)
+        context = self.context(example, budget)
+        parts.update(context.parts)
         return MethodInput(
             method=self.name,
             example=example_key(example),
-            messages=messages(blocks, shots, final),
+            messages=messages(context.blocks, shots, final),
             max_tokens=answer_tokens,
             parts=parts,
             truncations=budget.truncations,
-            notes=notes + context_notes,
+            notes=notes + context.notes,
+            dropped=context.dropped,
         )

@@ -13,9 +13,9 @@ from functools import cached_property
 from typing import ClassVar
 
 from copersona.backends.llm import Request
-from copersona.data.records import Example, Interaction
+from copersona.data.records import Example
 from copersona.methods.base import Resources, profile_key
-from copersona.methods.prompts import PromptMethod, fenced, sanitize
+from copersona.methods.prompts import Context, PromptMethod, fenced, sanitize
 from copersona.retrieval import TokenBudget
 
 # Profiles are short, factual texts: low temperature, a few sentences.
@@ -24,33 +24,35 @@ WRITER_MAX_TOKENS = 256
 
 
 class ProfileWriter:
-    """Asks the generator to write one text per profile from ``prompt_of(profile)``."""
+    """Asks the generator to write one text per example from ``prompt_of(example)``; equal prompts are written once."""
 
-    def __init__(self, resources: Resources, prompt_of: Callable[[list[Interaction]], str]):
+    def __init__(self, resources: Resources, prompt_of: Callable[[Example], str]):
         self.resources = resources
         self.prompt_of = prompt_of
-        self._written: dict[tuple, str] = {}
+        self._written: dict[str, str] = {}  # by prompt
 
-    def _request(self, profile: list[Interaction]) -> Request:
+    def _request(self, prompt: str) -> Request:
         return Request.chat(
-            [{"role": "user", "content": self.prompt_of(profile)}],
+            [{"role": "user", "content": prompt}],
             temperature=WRITER_TEMPERATURE,
             max_tokens=WRITER_MAX_TOKENS,
             seed=self.resources.config.generation.seed,
         )
 
-    def write_all(self, profiles: list[list[Interaction]]) -> None:
-        """Write every profile not written yet, as one batch."""
-        todo = list({profile_key(p): p for p in profiles if p and profile_key(p) not in self._written}.values())
-        for profile, completion in zip(todo, self.resources.llm.generate([self._request(p) for p in todo])):
-            self._written[profile_key(profile)] = completion.text.strip()
+    def write_all(self, examples: list[Example]) -> None:
+        """Write every text not written yet, as one batch."""
+        todo = list(dict.fromkeys(self.prompt_of(e) for e in examples if e.profile))
+        todo = [prompt for prompt in todo if prompt not in self._written]
+        for prompt, completion in zip(todo, self.resources.llm.generate([self._request(p) for p in todo])):
+            self._written[prompt] = completion.text.strip()
 
-    def written(self, profile: list[Interaction]) -> str:
-        if not profile:
+    def written(self, example: Example) -> str:
+        if not example.profile:
             return ""
-        if profile_key(profile) not in self._written:
-            self.write_all([profile])
-        return self._written[profile_key(profile)]
+        prompt = self.prompt_of(example)
+        if prompt not in self._written:
+            self.write_all([example])
+        return self._written[prompt]
 
 
 class ProfileMethod(PromptMethod):
@@ -64,12 +66,16 @@ class ProfileMethod(PromptMethod):
     part: ClassVar[str]  # the name of the text in ``--explain`` and in notes
 
     @abstractmethod
-    def computed_profile(self, profile: list[Interaction]) -> str:
+    def computed_profile(self, example: Example) -> str:
         """The text computed from the reviews, without an LLM."""
 
     @abstractmethod
-    def writer_prompt(self, profile: list[Interaction]) -> str:
+    def writer_prompt(self, example: Example) -> str:
         """What the generator is asked when it writes the text."""
+
+    def text_key(self, example: Example) -> tuple:
+        """What the text depends on (memo key): the user's profile; methods that read other users add their cutoff."""
+        return profile_key(example.profile)
 
     @cached_property
     def writer(self) -> ProfileWriter:
@@ -83,24 +89,24 @@ class ProfileMethod(PromptMethod):
     def _written_by_llm(self) -> bool:
         return self.config.methods.profile_writer == "llm"
 
-    def profile_text(self, profile: list[Interaction]) -> str:
-        key = profile_key(profile)
+    def profile_text(self, example: Example) -> str:
+        key = self.text_key(example)
         if key not in self._texts:
-            self._texts[key] = self.writer.written(profile) if self._written_by_llm else self.computed_profile(profile)
+            self._texts[key] = self.writer.written(example) if self._written_by_llm else self.computed_profile(example)
         return self._texts[key]
 
     def prepare(self, examples: list[Example]) -> None:
         if self._written_by_llm:
-            self.writer.write_all([e.profile for e in examples if e.profile])  # one batch
+            self.writer.write_all([e for e in examples if e.profile])  # one batch
         super().prepare(examples)
 
     def stored_texts(self, example: Example) -> list[str]:
-        return [sanitize(self.profile_text(example.profile))] if example.profile else []
+        return [sanitize(self.profile_text(example))] if example.profile else []
 
-    def context(self, example: Example, budget: TokenBudget) -> tuple[list[str], dict[str, str], list[str]]:
+    def context(self, example: Example, budget: TokenBudget) -> Context:
         if not example.profile:
-            return [], {self.part: ""}, [f"empty history: no {self.part}"]
-        text = budget.fit(sanitize(self.profile_text(example.profile)), budget.limit("per_review"), self.part)
+            return Context(parts={self.part: ""}, notes=[f"empty history: no {self.part}"])
+        text = budget.fit(sanitize(self.profile_text(example)), budget.limit("per_review"), self.part)
         if not text:
-            return [], {self.part: ""}, [f"empty {self.part}"]
-        return fenced(self.block_title, text, budget), {self.part: text}, []
+            return Context(parts={self.part: ""}, notes=[f"empty {self.part}"])
+        return Context(fenced(self.block_title, text, budget), {self.part: text})

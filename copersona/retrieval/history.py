@@ -88,7 +88,8 @@ class BM25Retriever(HistoryRetriever):
         return bm25s.tokenize(texts, stopwords="en", stemmer=self._stemmer, return_ids=False, show_progress=False)
 
     def _index(self, profile: list[Interaction]) -> bm25s.BM25:
-        key = (profile[0].user_id, len(profile), profile[-1].item_id)
+        # Every item: a cutoff may leave out a review in the middle of a history (the target item's).
+        key = (profile[0].user_id, *(i.item_id for i in profile))
         index = self._indexes.get(key)
         if index is None:
             index = bm25s.BM25()

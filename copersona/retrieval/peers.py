@@ -4,6 +4,11 @@ For a user u*, the peers are the top neighbours by combined similarity (App. C: 
 For each facet m, the peers linked to u* in layer m bring their facet package t_v^(m) (summary and
 quotes, Eq. 4) with the gated similarity A~_{u*v}^(m) as the confidence (Eq. 8). Everything is read
 from the store once, so assembling a request's context is dictionary lookups.
+
+A request's :class:`~copersona.retrieval.cutoff.EvidenceCutoff` decides which of a peer's texts it
+may see: a summary resting on a review written on or after the target's day (or on the peer's
+review of the target item) is replaced by the peer's quotes from allowed reviews, and the peer is
+skipped on that facet when none is left. Every text left out is returned as a :class:`DroppedText`.
 """
 
 from __future__ import annotations
@@ -13,7 +18,12 @@ from dataclasses import dataclass
 
 from copersona.facets.records import Facet, FacetSummary
 from copersona.graph.records import Neighbour, rank_neighbours
+from copersona.retrieval.cutoff import LATER, DroppedText, EvidenceCutoff
 from copersona.store.sqlite import Store, StoreError
+
+SUMMARY_REPLACED = "summary replaced by the peer's earlier quotes"
+PEER_SKIPPED = "peer skipped on this facet"
+QUOTE_DROPPED = "quote dropped"
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,8 @@ class PeerExemplar:
     def package(self) -> str:
         """t_v^(m) = [s_v^(m); e_v^(m)]: the summary, then the quotes it does not already contain."""
         quotes = " ".join(f'"{q}"' for q in self.quotes if q not in self.summary)
+        if not self.summary:  # the summary was cut off: the quotes alone
+            return f"Quotes: {quotes}"
         return f"{self.summary} Quotes: {quotes}" if quotes else self.summary
 
 
@@ -56,21 +68,45 @@ class PeerIndex:
             user: rank_neighbours(peers, len(self.facets)) for user, peers in weights.items()
         }
 
-    def neighbours(self, user_id: str, limit: int) -> list[Neighbour]:
-        """Top peers by combined similarity (the mean of the pair's facet weights over all M)."""
+    def neighbours(self, user_id: str, limit: int | None) -> list[Neighbour]:
+        """Top peers by combined similarity (the mean of the pair's facet weights over all M); None: all."""
         return self._neighbours.get(user_id, [])[:limit]
 
-    def context(self, user_id: str, limit: int) -> list[FacetPeers]:
-        """Facet-grouped exemplars from the user's top ``limit`` peers, facets in schema order."""
+    def context(self, user_id: str, limit: int, cutoff: EvidenceCutoff) -> tuple[list[FacetPeers], list[DroppedText]]:
+        """Facet-grouped exemplars from the user's top ``limit`` peers, facets in schema order,
+        with what ``cutoff`` kept out."""
         peers = self.neighbours(user_id, limit)
-        groups = []
+        groups, dropped = [], []
         for key, facet in self.facets.items():
             exemplars = []
             for peer in sorted((p for p in peers if key in p.facets), key=lambda p: (-p.facets[key], p.user_id)):
-                state = self._states[(peer.user_id, key)]
-                exemplars.append(
-                    PeerExemplar(peer.user_id, peer.facets[key], state.summary, tuple(state.quotes), state.reliability)
-                )
+                exemplar = self._exemplar(peer.user_id, peer.facets[key], self._states[(peer.user_id, key)], cutoff)
+                dropped.extend(exemplar[1])
+                if exemplar[0] is not None:
+                    exemplars.append(exemplar[0])
             if exemplars:
                 groups.append(FacetPeers(facet, tuple(exemplars)))
-        return groups
+        return groups, dropped
+
+    @staticmethod
+    def _exemplar(
+        peer: str, weight: float, state: FacetSummary, cutoff: EvidenceCutoff
+    ) -> tuple[PeerExemplar | None, list[DroppedText]]:
+        """The peer's package as far as ``cutoff`` allows (None when nothing is left), and what it left out."""
+        dropped, quotes = [], []
+        for quote, ref in zip(state.quotes, state.quote_sources, strict=True):
+            reason = cutoff.reason(ref)
+            if reason is None:
+                quotes.append(quote)
+            else:
+                dropped.append(DroppedText(quote, peer, reason, QUOTE_DROPPED, state.facet_key))
+        summary = state.summary
+        late = [reason for ref in state.summary_sources if (reason := cutoff.reason(ref)) is not None]
+        if late and summary:
+            action = SUMMARY_REPLACED if quotes else PEER_SKIPPED
+            reason = LATER if LATER in late else late[0]
+            dropped.append(DroppedText(summary, peer, reason, action, state.facet_key))
+            summary = ""
+        if not summary and not quotes:
+            return None, dropped
+        return PeerExemplar(peer, weight, summary, tuple(quotes), state.reliability), dropped

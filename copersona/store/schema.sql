@@ -1,4 +1,4 @@
--- CoPersona store, schema version 2 (2 added soft_prompts and trained_models). One file holds every stage's records.
+-- CoPersona store, schema version 3 (2 added soft_prompts and trained_models; 3 the evidence sources of facet states). One file holds every stage's records.
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL                 -- JSON
@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS facet_states (
     facet_text     TEXT NOT NULL,       -- what was embedded: [summary; quotes] or the placeholder
     placeholder    INTEGER NOT NULL,    -- 1 when facet_text is the neutral placeholder
     vector         BLOB NOT NULL,       -- float32, L2-normalized embedding of facet_text
+    sources        TEXT NOT NULL DEFAULT '{}', -- JSON {"summary": [[item_id, timestamp], ...], "quotes": [...]}
     PRIMARY KEY (user_id, facet_key)
 );
 CREATE TABLE IF NOT EXISTS edges (

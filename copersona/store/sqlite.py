@@ -21,10 +21,10 @@ import numpy as np
 
 from copersona.data.records import Example, Interaction, User
 from copersona.data.split import examples_for_user, heldout_ranks, split_of_rank
-from copersona.facets.records import ClusterEvidence, Facet, FacetSchema, FacetSummary
+from copersona.facets.records import ClusterEvidence, Facet, FacetSchema, FacetSummary, ReviewRef, source_of
 from copersona.graph.records import Edge, Neighbour, rank_neighbours
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _INTERACTION_COLUMNS = (
     "user_id",
@@ -52,6 +52,15 @@ def _where(**equal: str | None) -> tuple[str, list[str]]:
     given = {column: value for column, value in equal.items() if value is not None}
     clause = " AND ".join(f"{column} = ?" for column in given)
     return (f" WHERE {clause}" if clause else ""), list(given.values())
+
+
+def _sources_json(sources: dict[str, list[ReviewRef]]) -> str:
+    return json.dumps({part: [[r.item_id, r.timestamp] for r in refs] for part, refs in sources.items()})
+
+
+def _sources(text: str) -> dict[str, list[ReviewRef]]:
+    raw = json.loads(text or "{}")
+    return {part: [ReviewRef(item_id=i, timestamp=t) for i, t in raw.get(part, [])] for part in ("summary", "quotes")}
 
 
 def _matrix(blobs: list[bytes]) -> np.ndarray:
@@ -110,7 +119,31 @@ class Store:
                 for statement in script.split(";\n"):
                     if statement.strip():
                         self._db.execute(statement)
+                if 0 < version < 3:
+                    self._add_evidence_sources()
                 self._set_meta("schema_version", SCHEMA_VERSION)
+
+    def _add_evidence_sources(self) -> None:
+        """Schema 3: facet states of older stores get evidence sources, conservatively.
+
+        A quote's source is the earliest profile review that holds it; the summary is taken to rest
+        on the user's whole profile, so a time cutoff falls back to quotes whenever any profile
+        review is too late (a rebuild records the exact sources).
+        """
+        self._db.execute("ALTER TABLE facet_states ADD COLUMN sources TEXT NOT NULL DEFAULT '{}'")
+        profiles = self.profiles()
+        rows = self._db.execute("SELECT user_id, facet_key, quotes FROM facet_states").fetchall()
+        updates = []
+        for user_id, facet_key, quotes in rows:
+            profile = profiles.get(user_id, [])
+            found = [source_of(q, profile) for q in json.loads(quotes)]
+            latest = [ReviewRef.of(profile[-1])] if profile else []
+            sources = {
+                "summary": [ReviewRef.of(i) for i in profile],
+                "quotes": [ref or latest[0] for ref in found] if latest else [],
+            }
+            updates.append((_sources_json(sources), user_id, facet_key))
+        self._db.executemany("UPDATE facet_states SET sources = ? WHERE user_id = ? AND facet_key = ?", updates)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -320,12 +353,14 @@ class Store:
                     text,
                     int(text == placeholder),
                     _blob(v),
+                    _sources_json({"summary": s.summary_sources, "quotes": s.quote_sources}),
                 )
             )
         with self.transaction():
             self._db.executemany(
                 "INSERT OR REPLACE INTO facet_states(user_id, facet_key, summary, quotes, reliability, method, "
-                "fallback, dropped_quotes, facet_text, placeholder, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "fallback, dropped_quotes, facet_text, placeholder, vector, sources) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
@@ -343,23 +378,28 @@ class Store:
     def facet_states(self, user_id: str | None = None, facet_key: str | None = None) -> list[FacetSummary]:
         where, args = _where(user_id=user_id, facet_key=facet_key)
         rows = self._db.execute(
-            "SELECT user_id, facet_key, summary, quotes, reliability, method, fallback, dropped_quotes "
+            "SELECT user_id, facet_key, summary, quotes, reliability, method, fallback, dropped_quotes, sources "
             f"FROM facet_states{where} ORDER BY user_id, facet_key",
             args,
         )
-        return [
-            FacetSummary(
-                user_id=r[0],
-                facet_key=r[1],
-                summary=r[2],
-                quotes=json.loads(r[3]),
-                reliability=r[4],
-                method=r[5],
-                fallback=r[6],
-                dropped_quotes=r[7],
+        states = []
+        for r in rows:
+            sources = _sources(r[8])
+            states.append(
+                FacetSummary(
+                    user_id=r[0],
+                    facet_key=r[1],
+                    summary=r[2],
+                    quotes=json.loads(r[3]),
+                    reliability=r[4],
+                    method=r[5],
+                    fallback=r[6],
+                    dropped_quotes=r[7],
+                    summary_sources=sources["summary"],
+                    quote_sources=sources["quotes"],
+                )
             )
-            for r in rows
-        ]
+        return states
 
     def facet_layer(self, facet_key: str, *, placeholders: bool = True) -> tuple[list[str], np.ndarray, list[str]]:
         """One facet's node table: user ids (sorted), their embeddings and reliability labels.

@@ -7,7 +7,7 @@ import pytest
 
 from copersona.data.records import Interaction, User
 from copersona.facets.induction import builtin_schema
-from copersona.facets.records import FacetSummary
+from copersona.facets.records import FacetSummary, ReviewRef
 from copersona.graph.records import Edge
 from copersona.store.sqlite import SCHEMA_VERSION, Store, StoreError
 
@@ -137,3 +137,35 @@ def test_reopen_read_only_and_version_checks(tmp_path):
     (tmp_path / "junk.sqlite").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="not a"):
         Store(tmp_path / "junk.sqlite")
+
+
+def test_facet_state_sources_round_trip_and_older_stores_get_them(tmp_path):
+    """Schema 3 stores each state's evidence sources; a schema-2 store is given conservative ones."""
+    schema = builtin_schema(3)
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        store.write_users([_user("a", 6)], holdout_k=2)  # profile: i0..i3, timestamps 1000..1003
+        store.write_schema(schema)
+        first, third = ReviewRef(item_id="i0", timestamp=1000), ReviewRef(item_id="i2", timestamp=1002)
+        state = FacetSummary(
+            user_id="a",
+            facet_key=schema.facets[0].key,
+            summary="review 0 by a review 2 by a",
+            quotes=["review 2 by a"],
+            reliability="moderate",
+            method="extractive",
+            summary_sources=[first, third],
+            quote_sources=[third],
+        )
+        store.write_facet_states([(state, np.ones(4, np.float32) / 2)], "placeholder")
+        assert store.facet_states("a") == [state]
+    db = sqlite3.connect(path)  # what a store written by schema 2 looks like
+    db.execute("ALTER TABLE facet_states DROP COLUMN sources")
+    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with Store(path) as store:
+        migrated = store.facet_states("a")[0]
+        assert migrated.quote_sources == [third]  # found verbatim in the profile
+        assert [r.item_id for r in migrated.summary_sources] == ["i0", "i1", "i2", "i3"]  # the whole profile
+        assert store.get_meta("schema_version") == SCHEMA_VERSION

@@ -1,0 +1,203 @@
+"""Time and item integrity of other users' evidence: a rule table, then real examples of a real build."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from copersona.backends.llm import LLM
+from copersona.config import HarnessConfig, PeersConfig
+from copersona.data.records import Interaction
+from copersona.eval.harness import Harness
+from copersona.facets.profile import split_sentences
+from copersona.facets.records import FacetSummary, ReviewRef
+from copersona.retrieval.cutoff import LATER, SAME_ITEM, EvidenceCutoff, day
+from copersona.retrieval.peers import PEER_SKIPPED, QUOTE_DROPPED, SUMMARY_REPLACED, PeerIndex
+from copersona.store.sqlite import Store
+
+DAY = 86_400
+TARGET = Interaction(user_id="u", item_id="target-item", timestamp=10 * DAY + 3600)
+
+
+def _ref(days: int, item: str = "other") -> ReviewRef:
+    return ReviewRef(item_id=item, timestamp=days * DAY)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    summary_sources: tuple[ReviewRef, ...]
+    quote_sources: tuple[ReviewRef, ...]
+    peers: PeersConfig
+    kept_summary: bool
+    kept_quotes: int
+    actions: tuple[str, ...]  # what the cutoff did, in order
+
+
+STRICT = PeersConfig()
+CASES = [
+    Case("all earlier", (_ref(3), _ref(5)), (_ref(3), _ref(5)), STRICT, True, 2, ()),
+    Case(
+        "same day is not before",
+        (_ref(3), _ref(10)),
+        (_ref(3), _ref(10)),
+        STRICT,
+        False,
+        1,
+        (QUOTE_DROPPED, SUMMARY_REPLACED),
+    ),
+    Case(
+        "all later: skipped",
+        (_ref(11),),
+        (_ref(11), _ref(12)),
+        STRICT,
+        False,
+        0,
+        (QUOTE_DROPPED, QUOTE_DROPPED, PEER_SKIPPED),
+    ),
+    Case(
+        "the target item, earlier",
+        (_ref(2, "target-item"),),
+        (_ref(2, "target-item"),),
+        STRICT,
+        False,
+        0,
+        (QUOTE_DROPPED, PEER_SKIPPED),
+    ),
+    Case(
+        "same item allowed",
+        (_ref(2, "target-item"),),
+        (_ref(2, "target-item"),),
+        PeersConfig(same_item=True),
+        True,
+        1,
+        (),
+    ),
+    Case("no time cutoff", (_ref(11), _ref(20)), (_ref(11), _ref(20)), PeersConfig(cutoff="none"), True, 2, ()),
+    Case(
+        "no time cutoff, target item",
+        (_ref(11), _ref(20, "target-item")),
+        (_ref(11), _ref(20, "target-item")),
+        PeersConfig(cutoff="none"),
+        False,
+        1,
+        (QUOTE_DROPPED, SUMMARY_REPLACED),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_peer_package_under_the_cutoff(case):
+    state = FacetSummary(
+        user_id="peer",
+        facet_key="f",
+        summary="first sentence. second sentence.",
+        quotes=["first sentence.", "second sentence."][: len(case.quote_sources)],
+        reliability="strong",
+        method="extractive",
+        summary_sources=list(case.summary_sources),
+        quote_sources=list(case.quote_sources),
+    )
+    exemplar, dropped = PeerIndex._exemplar("peer", 0.5, state, EvidenceCutoff.for_target(TARGET, case.peers))
+    assert tuple(d.action for d in dropped) == case.actions
+    if exemplar is None:
+        assert not case.kept_summary and case.kept_quotes == 0
+        return
+    assert bool(exemplar.summary) == case.kept_summary and len(exemplar.quotes) == case.kept_quotes
+    assert all(d.reason in (LATER, SAME_ITEM) for d in dropped)
+    if not case.kept_summary:
+        assert exemplar.package().startswith("Quotes:")
+
+
+# -- real data: no later or same-item peer text reaches any input -----------------------------------
+
+# Sentences this long are specific to one review; short ones ("Great product.") recur across users.
+SPECIFIC_CHARS = 40
+
+
+@pytest.fixture(scope="module")
+def store(built_store):
+    with Store(built_store, read_only=True) as db:
+        yield db
+
+
+@pytest.fixture(scope="module")
+def harness(store, smollm2):
+    from copersona.backends import load_embedder
+
+    return Harness(store, HarnessConfig(), llm=lambda: LLM(smollm2), embedder=lambda: load_embedder("minilm"))
+
+
+@pytest.fixture(scope="module")
+def examples(store):
+    return store.examples("test") + store.examples("validation")
+
+
+def _forbidden_sentences(store: Store, peers: set[str], target: Interaction) -> set[str]:
+    """Specific sentences of the peers' reviews written on or after the target's day or of its item,
+    that none of their allowed reviews also contains."""
+    profiles = store.profiles(peers)
+    cutoff = EvidenceCutoff.for_target(target, PeersConfig())
+    banned, allowed = set(), []
+    for reviews in profiles.values():
+        for review in reviews:
+            if cutoff.allows(review):
+                allowed.append(review.text)
+            else:
+                banned.update(s for s in split_sentences(review.text) if len(s) >= SPECIFIC_CHARS)
+    return {s for s in banned if not any(s in text for text in allowed)}
+
+
+def test_peer_context_never_carries_later_or_same_item_reviews(store, harness, examples):
+    """Real examples whose peers wrote later reviews (or reviewed the target item): their texts stay out."""
+    index = harness.resources().peers
+    with_drops = 0
+    for example in examples:
+        inp = harness.inputs("copersona-np", example)
+        peers = {n.user_id for n in index.neighbours(example.user_id, harness.config.retrieval.neighbours)}
+        if not peers:
+            continue
+        with_drops += bool(inp.dropped)
+        shown = inp.parts["peers"]
+        for sentence in _forbidden_sentences(store, peers, example.target):
+            assert sentence not in shown, (example.user_id, sentence)
+        for dropped in inp.dropped:
+            assert dropped.peer in peers and dropped.reason in (LATER, SAME_ITEM)
+    assert with_drops > 0, "the real build should hold targets whose peers wrote later reviews"
+
+
+def test_copy_peer_copies_only_earlier_reviews_of_other_items(store, harness, examples):
+    later = 0
+    for example in examples:
+        inp = harness.inputs("copy-peer", example)
+        if not inp.prediction:
+            continue
+        peer, item = inp.parts["copied from"].removeprefix("peer ").split(", item ")
+        copied = next(i for i in store.profiles([peer])[peer] if i.item_id == item)
+        assert copied.text == inp.prediction
+        assert copied.item_id != example.target.item_id and day(copied.timestamp) < day(example.target.timestamp)
+        later += sum(d.reason == LATER for d in inp.dropped)
+    assert later > 0
+
+
+def test_dpl_compares_with_representatives_reviews_before_the_target(harness, examples):
+    method = harness.method("dpl", examples)
+    for example in examples[:10]:
+        cutoff = harness.resources().cutoff(example)
+        for _, reviews in method.compared_with(example):
+            assert reviews and all(cutoff.allows(r) for r in reviews)
+
+
+def test_no_cutoff_lets_later_evidence_back_in(store, smollm2, examples):
+    from copersona.backends import load_embedder
+
+    config = HarnessConfig()
+    config.peers.cutoff, config.peers.same_item = "none", True
+    loose = Harness(store, config, llm=lambda: LLM(smollm2), embedder=lambda: load_embedder("minilm"))
+    assert all(not loose.inputs("copersona-np", e).dropped for e in examples)
+
+
+def test_a_bad_cutoff_setting_names_its_key():
+    with pytest.raises(ValueError, match="harness.peers.cutoff"):
+        HarnessConfig.from_dict({"peers": {"cutoff": "yesterday"}})
