@@ -208,6 +208,9 @@ def check_graph_command(
     max_users: Annotated[Optional[int], typer.Option(help="Check at most N users (first by id).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
+    split: Annotated[
+        str, typer.Option(help="Held-out reviews scored against: validation (for design choices) or test.")
+    ] = "validation",
 ) -> None:
     """Are graph neighbours better exemplars of a user's held-out review than random users?"""
     from copersona.backends import load_embedder
@@ -217,9 +220,10 @@ def check_graph_command(
     with Store(store, read_only=True) as db:
         embedder = load_embedder(db.get_meta("pinned_config")["embedder"])
         with console.status("scoring neighbours against random peers"):
-            results = check_graph(db, embedder, neighbours=neighbours, max_users=max_users)
+            results = check_graph(db, embedder, neighbours=neighbours, max_users=max_users, split=split)
         payload = {
             "store": str(store),
+            "split": split,
             "summarizer": db.get_meta("summarizer"),
             "neighbours": neighbours,
             "results": [r.to_dict() for r in results],
@@ -238,7 +242,7 @@ def check_graph_command(
         "ROUGE-L nb",
         "ROUGE-L rnd",
         "ROUGE-L lift [95% CI]",
-        title=f"neighbours vs random peers ({payload['summarizer']} facets)",
+        title=f"neighbours vs random peers ({payload['summarizer']} facets, {split} targets)",
     )
     for r in results:
         table.add_row(
@@ -352,6 +356,12 @@ def evaluate(
         Optional[list[Path]],
         typer.Option(help="A trained model folder (copersona train --out) used for its method (repeatable)."),
     ] = None,
+    allow_mixed: Annotated[
+        bool,
+        typer.Option(
+            help="Compare methods that run on different generators (base and fine-tuned); every table marks them."
+        ),
+    ] = False,
     config: ConfigOption = None,
     llm: LLMOption = None,
     retriever: RetrieverOption = None,
@@ -361,10 +371,12 @@ def evaluate(
 ) -> None:
     """Run methods and the no-LLM reference points on one split; write results, a report and plots.
 
-    Methods with soft prompts (copersona, copersona-p, dep) need a trained model: the store's
-    (registered by `copersona train`), one given with --model, or --finetuned.
+    Every method runs on the base generator unless --finetuned or --model says otherwise; methods
+    with soft prompts (copersona, copersona-p, dep) need a trained model: the store's (registered by
+    `copersona train`), one given with --model, or --finetuned. Methods on different generators are
+    refused unless --allow-mixed.
     """
-    from copersona.eval.ablation import run_ablations
+    from copersona.eval.ablation import check_ablations, run_ablations
     from copersona.eval.harness import evaluate as run_evaluation
     from copersona.eval.harness import generator_spec, open_harness, select_examples
     from copersona.eval.report import write_evaluation
@@ -393,6 +405,7 @@ def evaluate(
                         db, name, root, training, harness_config, base=base, progress=progress
                     )
         harness = open_harness(db, harness_config, progress=progress, models=trained)
+        check_ablations(ablation or [], harness)
         judge_llm = None
         if judge:
             from copersona.backends import load_llm_backend
@@ -400,7 +413,7 @@ def evaluate(
 
             same = judge == generator_spec(db, harness_config)  # one model in memory when they are the same
             judge_llm = harness.llm() if same else LLM(load_llm_backend(judge), cache=db)
-        evaluation = run_evaluation(harness, names, examples, split=split, judge=judge_llm)
+        evaluation = run_evaluation(harness, names, examples, split=split, judge=judge_llm, allow_mixed=allow_mixed)
         written = write_evaluation(evaluation, out, title=f"{store.name}: {split} split")
         used = {name: m.curve for name, m in harness.models.items() if name in names}
         if used:

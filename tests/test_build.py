@@ -58,7 +58,9 @@ def test_inspect_user_is_readable(built_store):
 def test_check_graph_reports_lift_with_intervals(built_store, tmp_path):
     out = tmp_path / "check.json"
     _cli("check-graph", built_store, "--out", out)
-    results = {r["graph"]: r for r in json.loads(out.read_text())["results"]}
+    payload = json.loads(out.read_text())
+    assert payload["split"] == "validation"  # design choices are made on validation, never on test
+    results = {r["graph"]: r for r in payload["results"]}
     assert "combined" in results and "global-knn (baseline)" in results
     for r in results.values():
         lift = r["cosine_lift"]

@@ -72,9 +72,20 @@ def facet_variant(store: Store, num_facets: int, folder: Path, harness: Harness)
     return path
 
 
+def check_ablations(names: list[str], harness: Harness) -> None:
+    """Refuse, before any work, ablations that are unknown or cannot run on the harness's generators."""
+    for name in names:
+        if name not in ABLATIONS:
+            raise ValueError(f"unknown ablation {name!r}: use one of {', '.join(ABLATIONS)}")
+        if name == "facets" and harness.models:
+            raise ValueError(
+                "the facets ablation rebuilds the facet stages, which the trained models' inputs and soft "
+                "prompts were made from: run it without --finetuned/--model"
+            )
+
+
 def run_ablation(name: str, store: Store, harness: Harness, examples: list[Example], out: Path, *, split: str) -> dict:
-    if name not in ABLATIONS:
-        raise ValueError(f"unknown ablation {name!r}: use one of {', '.join(ABLATIONS)}")
+    check_ablations([name], harness)
     ablation = ABLATIONS[name]
     metrics = [load_metric(m, harness.config.evaluation) for m in harness.config.evaluation.metrics]
     results: dict[str, Evaluation] = {}
@@ -93,6 +104,8 @@ def run_ablation(name: str, store: Store, harness: Harness, examples: list[Examp
                 llm=harness.llm,
                 embedder=lambda: harness.resources().embedder,
                 progress=harness.progress,
+                models=harness.models,  # a fine-tuned run's ablations use its fine-tuned models
+                base_generator=harness.base_generator,
             )
             results[str(value)] = evaluate(run, list(ablation.methods), examples, split=split, metrics=metrics)
     return {

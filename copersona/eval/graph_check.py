@@ -100,12 +100,14 @@ def check_graph(
     random_peers: int = 15,
     seed: int = 0,
     max_users: int | None = None,
+    split: str = "validation",
 ) -> list[GraphLift]:
-    """Lift over random peers for each facet layer, the combined graph and a global kNN graph."""
+    """Lift over random peers for each facet layer, the combined graph and a global kNN graph,
+    scored against the held-out reviews of ``split`` (validation: design choices are made on it)."""
     schema = store.schema()
     if schema is None or store.count("edges") == 0:
         raise StoreError(f"{store.path}: no graph yet; run `copersona build` first")
-    targets = {e.user_id: e.target.text for e in store.examples("test") if e.target.text}
+    targets = {e.user_id: e.target.text for e in store.examples(split) if e.target.text}
     profiles = store.profiles()
     reviews = {u: [i.text for i in items if i.text] for u, items in profiles.items()}
     reviews = {u: texts for u, texts in reviews.items() if texts}
@@ -113,7 +115,7 @@ def check_graph(
     if max_users is not None:
         users = users[:max_users]
     if len(users) < 3:
-        raise StoreError(f"{store.path}: too few users with a test target to check the graph ({len(users)})")
+        raise StoreError(f"{store.path}: too few users with a {split} target to check the graph ({len(users)})")
     sims = _Similarities({u: targets[u] for u in users}, reviews, embedder)
 
     peer_sets: dict[str, dict[str, list[str]]] = {}

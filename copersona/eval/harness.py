@@ -7,6 +7,8 @@ CoPersona methods with the best baseline by paired bootstrap over the same examp
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,6 +33,13 @@ STOP = ("<|im_start|>", "\nItem:", "\nRating:", "\nReview title:", "Write this c
 
 PRIMARY_METRIC = "rouge1"
 
+#: The generator named for reference rows.
+NO_GENERATOR = "none (no LLM)"
+
+
+class MixedGeneratorsError(ValueError):
+    """Methods of one evaluation would run on different generators (base and fine-tuned, or two bases)."""
+
 
 @dataclass
 class Prediction:
@@ -46,6 +55,7 @@ class Prediction:
     cached: bool = False
     notes: list[str] = field(default_factory=list)
     truncations: list[dict] = field(default_factory=list)
+    dropped: list[dict] = field(default_factory=list)  # other users' texts the evidence cutoff kept out
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,9 +77,11 @@ class Harness:
         embedder: Callable[[], Embedder],
         progress: Progress | None = None,
         models: dict[str, TrainedModel] | None = None,
+        base_generator: str | None = None,
     ):
         self.store = store
         self.config = config
+        self.base_generator = base_generator or "the configured generator"
         self._llm_factory = llm
         self._llm: LLM | None = None
         self._embedder_factory = embedder
@@ -85,6 +97,20 @@ class Harness:
     def generator_id(self) -> str | None:
         """The generator's model id if one was loaded (reference-only runs load none)."""
         return self._llm.model_id if self._llm is not None else None
+
+    def generator_family(self, name: str) -> str | None:
+        """What generates for ``name``, as far as comparability goes (None: no LLM).
+
+        Rows are comparable when their families are equal: the same base model, or fine-tuned
+        adapters from the same base under the same training budget (the equal-budget comparison).
+        """
+        if not METHODS[name].uses_generator:
+            return None
+        model = self.models.get(name)
+        if model is None:
+            return f"base {self.base_generator}"
+        budget = hashlib.sha256(json.dumps(model.config, sort_keys=True).encode()).hexdigest()[:12]
+        return f"fine-tuned from {model.base}, training budget {budget}"
 
     def llm(self) -> LLM:
         if self._llm is None:
@@ -172,10 +198,12 @@ class Harness:
                 text=inp.prediction or "",
                 notes=inp.notes,
                 truncations=[t.to_dict() for t in inp.truncations],
+                dropped=[d.to_dict() for d in inp.dropped],
             )
             for e, inp in zip(examples, inputs)
         ]
         if not method.uses_generator:
+            self.generated_with[name] = NO_GENERATOR
             return predictions
         g = self.config.generation
         requests = [
@@ -225,6 +253,13 @@ class Evaluation:
     primary_metric: str = PRIMARY_METRIC
     generators: dict[str, str] = field(default_factory=dict)  # method -> the model id that generated for it
     models: dict[str, dict] = field(default_factory=dict)  # method -> its trained model's summary
+    families: dict[str, str | None] = field(default_factory=dict)  # method -> generator_family (None: no LLM)
+    mixed: bool = False  # methods ran on different generator families (allowed with allow_mixed)
+
+    def comparable(self, a: str, b: str) -> bool:
+        """Rows ``a`` and ``b`` came from the same generator family (a no-LLM row is comparable with any)."""
+        fa, fb = self.families.get(a), self.families.get(b)
+        return fa is None or fb is None or fa == fb
 
     @property
     def metrics(self) -> list[str]:
@@ -239,8 +274,21 @@ def evaluate(
     split: str,
     metrics: list[Metric] | None = None,
     judge: LLM | None = None,
+    allow_mixed: bool = False,
 ) -> Evaluation:
-    """Predict with every method, score, and compare CoPersona's methods with the best baseline."""
+    """Predict with every method, score, and compare CoPersona's methods with the best baseline.
+
+    Methods that would run on different generators (some fine-tuned, some on the base model) are
+    refused before anything is generated, unless ``allow_mixed``; then the report marks them.
+    """
+    families = {name: harness.generator_family(name) for name in method_names}
+    distinct = sorted({f for f in families.values() if f is not None})
+    if len(distinct) > 1 and not allow_mixed:
+        by_family = "; ".join(f"{f}: {', '.join(n for n, g in families.items() if g == f)}" for f in distinct)
+        raise MixedGeneratorsError(
+            f"these methods would run on different generators ({by_family}); evaluate them on one "
+            "(all base, or all --finetuned), or pass --allow-mixed to compare them anyway, marked in every table"
+        )
     config = harness.config.evaluation
     metrics = metrics if metrics is not None else [load_metric(m, config) for m in config.metrics]
     names = [m.name for m in metrics]
@@ -293,8 +341,10 @@ def evaluate(
         generator=harness.generator_id,
         seconds=seconds,
         primary_metric=primary,
-        generators=dict(harness.generated_with),
+        generators={n: harness.generated_with[n] for n in method_names},
         models={n: harness.models[n].summary() for n in method_names if n in harness.models},
+        families=families,
+        mixed=len(distinct) > 1,
     )
     if judge is not None:
         _judge(evaluation, judge, examples, harness)
@@ -361,7 +411,9 @@ def open_harness(
 ) -> Harness:
     """A harness whose generator and embedder load from the spec strings, when first needed.
 
-    Trained models: the store's registered ones (``copersona train``), with ``models`` on top.
+    Every method generates with the base model unless ``models`` names a trained model for it;
+    methods that cannot run without one (soft prompts) take the store's registered model
+    (``copersona train``) when ``models`` has none.
     """
     from copersona.backends import load_embedder, load_llm_backend
 
@@ -374,13 +426,17 @@ def open_harness(
         embedder=lambda: load_embedder(pinned.get("embedder", "minilm")),
         progress=progress,
         models={**registered_models(store), **(models or {})},
+        base_generator=spec,
     )
 
 
 def registered_models(store: Store) -> dict[str, TrainedModel]:
-    """The models ``copersona train`` registered in the store, by method (a moved folder is skipped)."""
+    """The models ``copersona train`` registered in the store for methods that cannot generate without
+    one (soft prompts), by method; a moved folder is skipped."""
     found = {}
     for method, path in store.trained_models().items():
+        if method not in METHODS or METHODS[method].soft_prompt is None:
+            continue
         try:
             found[method] = TrainedModel.load(path)
         except FileNotFoundError:

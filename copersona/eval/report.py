@@ -7,7 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from copersona.eval.harness import Evaluation
+from copersona.eval.harness import NO_GENERATOR, Evaluation
 from copersona.eval.stats import Estimate
 
 LABELS = {"rouge1": "R-1", "rougeL": "R-L", "meteor": "MET.", "bleu": "BL.", "bertscore": "BS."}
@@ -17,21 +17,37 @@ BERTSCORE_NOTE = (
 )
 
 
+def dropped_counts(evaluation: Evaluation, name: str) -> dict[str, int]:
+    """What the evidence cutoff did for one method: texts left out, by what was done instead."""
+    return dict(Counter(d["action"] for p in evaluation.predictions[name] for d in p.dropped))
+
+
+def comparison_count(evaluation: Evaluation) -> int:
+    """Paired tests in the report: one per (CoPersona method, other method, metric)."""
+    return sum(len(by_metric) for against in evaluation.comparisons.values() for by_metric in against.values())
+
+
 def results_dict(evaluation: Evaluation) -> dict:
     return {
         "split": evaluation.split,
         "examples": len(evaluation.examples),
         "generator": evaluation.generator,
+        "mixed_generators": evaluation.mixed,
         "primary_metric": evaluation.primary_metric,
+        "evidence_cutoff": evaluation.config.get("peers", {}),
+        "comparisons_made": comparison_count(evaluation),
         "methods": {
             name: {
                 "role": evaluation.roles[name],
+                "generator": evaluation.generators.get(name),
+                "generator_family": evaluation.families.get(name),
                 "seconds": evaluation.seconds[name],
                 "metrics": {metric: est.to_dict() for metric, est in evaluation.scores[name].items()},
                 "judge": {c: est.to_dict() for c, est in evaluation.judge.get(name, {}).items()},
                 "judge_failures": evaluation.judge_failures.get(name),
                 "truncations": sum(len(p.truncations) for p in evaluation.predictions[name]),
                 "notes": dict(Counter(n for p in evaluation.predictions[name] for n in p.notes)),
+                "evidence_dropped": dropped_counts(evaluation, name),
                 "completion_tokens": sum(p.completion_tokens for p in evaluation.predictions[name]),
             }
             for name in evaluation.methods
@@ -39,7 +55,11 @@ def results_dict(evaluation: Evaluation) -> dict:
         "best_baseline": evaluation.best_baseline,
         "comparisons": {
             name: {
-                other: {metric: c.to_dict() for metric, c in by_metric.items()} for other, by_metric in against.items()
+                other: {
+                    **{metric: c.to_dict() for metric, c in by_metric.items()},
+                    "same_generator": evaluation.comparable(name, other),
+                }
+                for other, by_metric in against.items()
             }
             for name, against in evaluation.comparisons.items()
         },
@@ -61,36 +81,50 @@ def markdown(evaluation: Evaluation, title: str = "Evaluation") -> str:
     scales = {m: evaluation.metric_configs[m]["scale"] for m in metrics}
     generating = [n for n in evaluation.methods if evaluation.roles[n] != "reference"]
     best = {m: max(generating, key=lambda n: evaluation.scores[n][m].mean) for m in metrics} if generating else {}
+    peers = evaluation.config.get("peers", {})
     lines = [
         f"# {title}",
         "",
-        f"{len(evaluation.examples)} examples of the {evaluation.split} split; generator "
-        f"`{evaluation.generator or 'none'}`. Cells: mean ± half the 95% bootstrap interval. "
-        "Best generating method per column in bold. Reference points use no LLM.",
+        f"{len(evaluation.examples)} examples of the {evaluation.split} split. Cells: mean ± half the 95% "
+        "bootstrap interval. Best generating method per column in bold. Reference points use no LLM. "
+        f"Other users' evidence: cutoff `{peers.get('cutoff', 'n/a')}`, same item "
+        f"{'allowed' if peers.get('same_item') else 'never'}.",
+    ]
+    if evaluation.mixed:
+        lines += [
+            "",
+            "**Mixed generators** (`--allow-mixed`): the rows below did not all run on the same generator; "
+            "compare rows only within one generator family (see the generator column).",
+        ]
+    lines += [
         "",
-        "| Method | " + " | ".join(LABELS.get(m, m) for m in metrics) + " |",
-        "|---|" + "---|" * len(metrics),
+        "| Method | " + " | ".join(LABELS.get(m, m) for m in metrics) + " | generator |",
+        "|---|" + "---|" * (len(metrics) + 1),
     ]
     for name in evaluation.methods:
         label = f"{name} (reference, no LLM)" if evaluation.roles[name] == "reference" else name
         cells = [_cell(evaluation.scores[name][m], scales[m], best.get(m) == name) for m in metrics]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | `{evaluation.generators.get(name, '')}` |")
     for name, against in evaluation.comparisons.items():
         lines += [
             "",
             f"## Paired comparisons: {name}",
             "",
-            f"Difference ({name} - other) on the same examples, 95% paired-bootstrap interval, two-sided p. "
-            f"The best baseline by {LABELS.get(evaluation.primary_metric, evaluation.primary_metric)} is "
-            f"{evaluation.best_baseline}.",
+            f"Difference ({name} - other) on the same examples, 95% paired-bootstrap interval, two-sided p "
+            f"(p < 1/B where none of the B resamples crosses zero). The best baseline by "
+            f"{LABELS.get(evaluation.primary_metric, evaluation.primary_metric)} is {evaluation.best_baseline}, "
+            f"chosen on these same examples; this report makes {comparison_count(evaluation)} paired "
+            "comparisons, uncorrected for multiple testing.",
             "",
             "| Against | " + " | ".join(LABELS.get(m, m) for m in metrics) + " |",
             "|---|" + "---|" * len(metrics),
         ]
         for other, by_metric in against.items():
             label = f"{other} (best baseline)" if other == evaluation.best_baseline else other
+            if not evaluation.comparable(name, other):
+                label += " (**different generator**)"
             cells = [
-                f"{c.difference.mean:+.4f} [{c.difference.low:+.4f}, {c.difference.high:+.4f}] p={c.p_value:.3f}"
+                f"{c.difference.mean:+.4f} [{c.difference.low:+.4f}, {c.difference.high:+.4f}] {c.p_text()}"
                 for c in (by_metric[m] for m in metrics)
             ]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -133,6 +167,9 @@ def markdown(evaluation: Evaluation, title: str = "Evaluation") -> str:
         notes = Counter(n for p in preds for n in p.notes)
         cut = sum(len(p.truncations) for p in preds)
         extra = "; ".join(f"{n}: {c}" for n, c in notes.most_common()) or "no fallbacks"
+        dropped = dropped_counts(evaluation, name)
+        if dropped:
+            extra += "; evidence cutoff: " + "; ".join(f"{a}: {c}" for a, c in sorted(dropped.items()))
         cached = sum(p.cached for p in preds)
         lines.append(
             f"- `{name}`: {evaluation.seconds[name]:.1f} s ({cached} of {len(preds)} answers from the store's "
@@ -144,6 +181,13 @@ def markdown(evaluation: Evaluation, title: str = "Evaluation") -> str:
         lines += ["", BERTSCORE_NOTE.format(model=config["model"], layer=config["layer"])]
     lines += ["", "Metric configurations are in `results.json` (`metric_configs`)."]
     return "\n".join(lines) + "\n"
+
+
+def _plot_label(evaluation: Evaluation, name: str) -> str:
+    """A bar's label; in a mixed run it names the row's generator too."""
+    if not evaluation.mixed or evaluation.families.get(name) is None:
+        return name
+    return f"{name}\n[{evaluation.generators.get(name, '')[:28]}]"
 
 
 def plot_metrics(evaluation: Evaluation, path: Path) -> None:
@@ -166,12 +210,20 @@ def plot_metrics(evaluation: Evaluation, path: Path) -> None:
             capsize=3,
             color=[colours[evaluation.roles[n]] for n in evaluation.methods],
         )
-        ax.set_xticks(range(len(means)), evaluation.methods, rotation=60, ha="right", fontsize=8)
+        ax.set_xticks(
+            range(len(means)),
+            [_plot_label(evaluation, n) for n in evaluation.methods],
+            rotation=60,
+            ha="right",
+            fontsize=8,
+        )
         ax.set_title(LABELS.get(metric, metric))
+    generators = sorted({g for g in evaluation.generators.values() if g and g != NO_GENERATOR})
     fig.suptitle(
         f"{evaluation.split}: {len(evaluation.examples)} examples (grey baselines, blue CoPersona, "
-        "orange no-LLM references)",
-        fontsize=9,
+        f"orange no-LLM references)\ngenerator: {', '.join(generators) or 'none'}"
+        + (" (MIXED)" if evaluation.mixed else ""),
+        fontsize=8,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -188,12 +240,13 @@ def write_evaluation(evaluation: Evaluation, out: Path, title: str = "Evaluation
     path = out / "results.csv"
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "role", "metric", "mean", "low", "high", "n"])
+        writer.writerow(["method", "role", "generator", "metric", "mean", "low", "high", "n"])
         for name in evaluation.methods:
+            row = [name, evaluation.roles[name], evaluation.generators.get(name, "")]
             for metric, e in evaluation.scores[name].items():
-                writer.writerow([name, evaluation.roles[name], metric, e.mean, e.low, e.high, e.n])
+                writer.writerow([*row, metric, e.mean, e.low, e.high, e.n])
             for criterion, e in evaluation.judge.get(name, {}).items():
-                writer.writerow([name, evaluation.roles[name], f"judge_{criterion}", e.mean, e.low, e.high, e.n])
+                writer.writerow([*row, f"judge_{criterion}", e.mean, e.low, e.high, e.n])
     written.append(path)
     path = out / "predictions.jsonl"
     with path.open("w") as handle:

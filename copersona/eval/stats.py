@@ -41,9 +41,20 @@ class Comparison:
 
     difference: Estimate
     p_value: float
+    resamples: int = 0
+
+    @property
+    def p_is_bound(self) -> bool:
+        """No resample crossed zero: the p-value is below 1/B, not 0."""
+        return self.p_value == 0 and self.resamples > 0
+
+    def p_text(self) -> str:
+        return f"p < {1 / self.resamples:g}" if self.p_is_bound else f"p = {self.p_value:.3f}"
 
     def to_dict(self) -> dict:
-        return {**self.difference.to_dict(), "p_value": self.p_value}
+        if self.p_is_bound:
+            return {**self.difference.to_dict(), "p_value": 1 / self.resamples, "p_is_upper_bound": True}
+        return {**self.difference.to_dict(), "p_value": self.p_value, "p_is_upper_bound": False}
 
 
 def resample_indices(n: int, *, resamples: int, seed: int) -> np.ndarray:
@@ -83,4 +94,4 @@ def paired_difference(
     differences = np.array([aggregate(rows_a[s]) - aggregate(rows_b[s]) for s in indices])
     low, high = _interval(differences, confidence)
     p_value = min(1.0, 2 * min(float(np.mean(differences <= 0)), float(np.mean(differences >= 0))))
-    return Comparison(Estimate(aggregate(rows_a) - aggregate(rows_b), low, high, len(rows_a)), p_value)
+    return Comparison(Estimate(aggregate(rows_a) - aggregate(rows_b), low, high, len(rows_a)), p_value, len(indices))

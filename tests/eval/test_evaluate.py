@@ -44,6 +44,14 @@ def test_results_cover_every_method_and_metric(evaluated):
     assert all(set(by_metric) == {"rouge1", "rougeL", "meteor", "bleu", "bertscore"} for by_metric in against.values())
     assert results["metric_configs"]["bertscore"]["comparable_with_papers"] is False
     assert results["config"]["generation"]["temperature"] == 0.8
+    # Every row names its generator; one base model made every generated row, none is mixed.
+    generators = {name: method["generator"] for name, method in results["methods"].items()}
+    assert generators["copy-self"] == generators["copy-peer"] == "none (no LLM)"
+    assert len({g for n, g in generators.items() if n not in ("copy-self", "copy-peer")}) == 1
+    assert generators["rag"].startswith("llamacpp:SmolLM2-135M-Instruct.Q4_1.gguf@")
+    assert results["mixed_generators"] is False and results["evidence_cutoff"]["cutoff"] == "before-target"
+    assert all(by_metric["same_generator"] for by_metric in against.values())
+    assert results["comparisons_made"] == len(against) * 5
 
 
 def test_predictions_and_report_are_written(evaluated):
@@ -53,11 +61,12 @@ def test_predictions_and_report_are_written(evaluated):
     assert sum(bool(p["text"]) for p in generated) >= 0.8 * len(generated)
     assert all(p["completion_tokens"] > 0 for p in generated if p["text"])
     report = (evaluated / "report.md").read_text()
-    assert "| Method | R-1 | R-L | MET. | BL. | BS. |" in report
+    assert "| Method | R-1 | R-L | MET. | BL. | BS. | generator |" in report
+    assert "chosen on these same examples" in report and "cutoff `before-target`" in report
     assert "not comparable with the papers' numbers" in report and "## Paired comparisons: copersona-np" in report
     assert (evaluated / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     rows = (evaluated / "results.csv").read_text().splitlines()
-    assert rows[0] == "method,role,metric,mean,low,high,n" and len(rows) > len(METHODS) * 5
+    assert rows[0] == "method,role,generator,metric,mean,low,high,n" and len(rows) > len(METHODS) * 5
 
 
 def test_neighbour_ablation_varies_the_peer_count(evaluated):
@@ -82,6 +91,39 @@ def test_generate_explains_its_input(built_store):
     result = cli("generate", built_store, "--user", user, "--method", "copersona-np", "--explain")
     assert result.stdout.strip()  # the review
     assert '"method": "copersona-np"' in result.stderr and '"messages"' in result.stderr
+    assert '"peers"' in result.stderr and '"dropped"' in result.stderr  # what reached the input, what was cut
+
+
+def test_fine_tuned_and_base_rows_are_not_mixed_silently(built_store, tmp_path):
+    """A trained model for one method only: the run is refused before any generation, naming the split."""
+    from copersona.config import HarnessConfig
+    from copersona.eval.harness import MixedGeneratorsError, evaluate, open_harness, select_examples
+    from copersona.model.trained import TrainedModel
+    from copersona.store.sqlite import Store
+
+    model = TrainedModel(
+        method="rag",
+        base="smollm2",
+        checkpoint="",
+        fingerprint="f",
+        encoder=None,
+        window=320,
+        soft_prompt_length=0,
+        steps=1,
+        train_examples=1,
+        validation_examples=0,
+        seconds=0.0,
+        config={"steps": 1},
+    )
+    with Store(built_store, read_only=True) as db:
+        harness = open_harness(db, HarnessConfig(), models={"rag": model})
+        assert harness.generator_family("nonperso") == "base smollm2"
+        assert harness.generator_family("rag").startswith("fine-tuned from smollm2")
+        assert harness.generator_family("copy-self") is None
+        examples = select_examples(db, "test", 1)
+        with pytest.raises(MixedGeneratorsError, match="--allow-mixed"):
+            evaluate(harness, ["nonperso", "rag", "copy-self"], examples, split="test")
+        assert harness.generated_with == {}  # refused before anything was generated
 
 
 def test_unknown_method_is_one_clear_line(built_store, tmp_path):

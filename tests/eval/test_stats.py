@@ -32,6 +32,11 @@ def test_a_constant_improvement_is_significant():
     rows = np.random.default_rng(3).random((50, 1))
     c = paired_difference(rows + 0.05, rows, _mean, resample_indices(50, resamples=300, seed=0))
     assert c.difference.mean == pytest.approx(0.05) and c.difference.low > 0 and c.p_value == 0.0
+    # No resample crossed zero: reported as a bound, never as "p = 0.000".
+    assert c.p_is_bound and c.p_text() == "p < 0.00333333"
+    assert c.to_dict()["p_value"] == pytest.approx(1 / 300) and c.to_dict()["p_is_upper_bound"] is True
+    same = paired_difference(rows, rows, _mean, resample_indices(50, resamples=300, seed=0))
+    assert same.p_text() == "p = 1.000" and same.to_dict()["p_is_upper_bound"] is False
 
 
 def test_unpaired_rows_are_refused():
