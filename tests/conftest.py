@@ -35,6 +35,39 @@ def built_store(data_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def built_db(built_store):
+    """The session build, opened read-only (inputs are built from it; nothing is written)."""
+    from copersona.store.sqlite import Store
+
+    with Store(built_store, read_only=True) as db:
+        yield db
+
+
+@pytest.fixture(scope="session")
+def harness_on(smollm2):
+    """``harness_on(store, section={key: value})``: a harness on the real models with settings changed."""
+    from copersona.backends import load_embedder
+    from copersona.backends.llm import LLM
+    from copersona.config import HarnessConfig
+    from copersona.eval.harness import Harness
+
+    def make(store, **changes):
+        config = HarnessConfig()
+        for section, values in changes.items():
+            for key, value in values.items():
+                setattr(getattr(config, section), key, value)
+        return Harness(store, config, llm=lambda: LLM(smollm2), embedder=lambda: load_embedder("minilm"))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def harness(built_db, harness_on):
+    """The default harness over the session build."""
+    return harness_on(built_db)
+
+
+@pytest.fixture(scope="session")
 def smollm2():
     """The real packaged SmolLM2 under llama.cpp, loaded once (its tokenizer counts budgets)."""
     from copersona.backends import load_llm_backend

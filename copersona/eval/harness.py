@@ -23,7 +23,7 @@ from copersona.data.records import Example
 from copersona.eval.judge import CRITERIA, judge_reviews
 from copersona.eval.metrics import Metric, load_metric
 from copersona.eval.stats import Comparison, Estimate, bootstrap, paired_difference, resample_indices
-from copersona.methods import METHODS, Method, MethodInput, Resources, create, example_key
+from copersona.methods import METHODS, Method, MethodInput, Resources, create, example_key, method_class
 from copersona.methods.prompts import item_block
 from copersona.model.trained import TrainedModel
 from copersona.store.sqlite import Store
@@ -104,7 +104,7 @@ class Harness:
         Rows are comparable when their families are equal: the same base model, or fine-tuned
         adapters from the same base under the same training budget (the equal-budget comparison).
         """
-        if not METHODS[name].uses_generator:
+        if not method_class(name).uses_generator:
             return None
         model = self.models.get(name)
         if model is None:
@@ -144,9 +144,7 @@ class Harness:
 
     def method(self, name: str, examples: list[Example] | None = None) -> Method:
         if name not in self._methods:
-            if name not in METHODS:
-                raise ValueError(f"unknown method {name!r}: use one of {', '.join(METHODS)}")
-            if METHODS[name].soft_prompt is not None and name not in self.models:
+            if method_class(name).soft_prompt is not None and name not in self.models:
                 raise ValueError(
                     f"{name!r} needs a trained model: run `copersona train STORE --method {name} --out DIR`, "
                     "or evaluate with --finetuned"

@@ -55,14 +55,16 @@ def results_dict(evaluation: Evaluation) -> dict:
         "best_baseline": evaluation.best_baseline,
         "comparisons": {
             name: {
-                other: {
-                    **{metric: c.to_dict() for metric, c in by_metric.items()},
-                    "same_generator": evaluation.comparable(name, other),
-                }
-                for other, by_metric in against.items()
+                other: {metric: c.to_dict() for metric, c in by_metric.items()} for other, by_metric in against.items()
             }
             for name, against in evaluation.comparisons.items()
         },
+        "different_generator_comparisons": [
+            [name, other]
+            for name, against in evaluation.comparisons.items()
+            for other in against
+            if not evaluation.comparable(name, other)
+        ],
         "metric_configs": evaluation.metric_configs,
         "config": evaluation.config,
         "generators": evaluation.generators,

@@ -33,10 +33,25 @@ for _method in (NonPerso, RAG, PAG, DPL, DEP, CoPersonaNP, CoPersonaP, CoPersona
     register(_method)
 
 
-def create(name: str, resources: Resources) -> Method:
+def method_class(name: str) -> type[Method]:
+    """The registered method called ``name``; an unknown name is a ValueError listing the known ones."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}: use one of {', '.join(METHODS)}")
-    return METHODS[name](resources)
+    return METHODS[name]
 
 
-__all__ = ["METHODS", "REFERENCE_METHODS", "Method", "MethodInput", "Resources", "create", "example_key", "register"]
+def create(name: str, resources: Resources) -> Method:
+    return method_class(name)(resources)
+
+
+__all__ = [
+    "METHODS",
+    "REFERENCE_METHODS",
+    "Method",
+    "MethodInput",
+    "Resources",
+    "create",
+    "example_key",
+    "method_class",
+    "register",
+]

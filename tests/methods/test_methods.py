@@ -10,7 +10,6 @@ from copersona.backends.llm import LLM
 from copersona.config import HarnessConfig
 from copersona.eval.harness import Harness
 from copersona.methods import METHODS, Method, MethodInput, example_key, register
-from copersona.store.sqlite import Store
 
 
 @dataclass(frozen=True)
@@ -29,25 +28,9 @@ CASES = [
 ]
 
 
-def _harness(store: Store, smollm2, **changes) -> Harness:
-    config = HarnessConfig()
-    for section, values in changes.items():
-        for key, value in values.items():
-            setattr(getattr(config, section), key, value)
-    from copersona.backends import load_embedder
-
-    return Harness(store, config, llm=lambda: LLM(smollm2), embedder=lambda: load_embedder("minilm"))
-
-
 @pytest.fixture(scope="module")
-def store(built_store):
-    with Store(built_store, read_only=True) as db:
-        yield db
-
-
-@pytest.fixture(scope="module")
-def harness(store, smollm2):
-    return _harness(store, smollm2)
+def store(built_db):
+    return built_db
 
 
 @pytest.fixture(scope="module")
@@ -94,22 +77,22 @@ def test_copersona_np_groups_peer_packages_by_facet(harness, store, examples):
         assert not any(p in _all_text(inp) for p in peers)  # aliases, never ids
 
 
-def test_no_neighbours_means_no_peer_context(store, smollm2, examples):
-    harness = _harness(store, smollm2, retrieval={"neighbours": 0})
+def test_no_neighbours_means_no_peer_context(store, harness_on, examples):
+    harness = harness_on(store, retrieval={"neighbours": 0})
     inp = harness.inputs("copersona-np", examples[0])
     assert inp.parts["peers"] == "" and "peer context disabled (neighbours = 0)" in inp.notes
     assert inp.messages == harness.inputs("rag", examples[0]).messages
 
 
-def test_peers_without_room_in_the_window_are_told_apart_from_no_peers(store, smollm2, examples):
-    harness = _harness(store, smollm2, budget={"total": 200})
+def test_peers_without_room_in_the_window_are_told_apart_from_no_peers(store, harness_on, examples):
+    harness = harness_on(store, budget={"total": 200})
     example = next(e for e in examples if store.neighbours(e.user_id, limit=3))
     inp = harness.inputs("copersona-np", example)
     assert inp.parts["peers"] == "" and inp.notes == ["no peers: no room left in the window for peer context"]
 
 
-def test_tight_budget_truncates_and_records(store, smollm2, examples):
-    harness = _harness(store, smollm2, budget={"total": 400, "history": 120, "per_review": 60, "per_peer_facet": 30})
+def test_tight_budget_truncates_and_records(store, smollm2, harness_on, examples):
+    harness = harness_on(store, budget={"total": 400, "history": 120, "per_review": 60, "per_peer_facet": 30})
     example = max(examples, key=lambda e: sum(len(i.text) for i in e.profile))
     inp = harness.inputs("copersona-np", example)
     assert inp.truncations
@@ -147,7 +130,7 @@ def test_reference_methods_copy_from_the_right_person(harness, store, examples):
         assert peer.prediction not in {i.text for i in example.profile}
 
 
-def test_a_new_method_plugs_in_without_touching_the_harness(store, smollm2, examples):
+def test_a_new_method_plugs_in_without_touching_the_harness(store, harness_on, examples):
     class ReviewTitle(Method):
         name = "review-title"
         description = "Test method: answers with the review title."
@@ -159,7 +142,7 @@ def test_a_new_method_plugs_in_without_touching_the_harness(store, smollm2, exam
 
     register(ReviewTitle)
     try:
-        predictions = _harness(store, smollm2).predict("review-title", examples)
+        predictions = harness_on(store).predict("review-title", examples)
         assert [p.text for p in predictions] == [e.target.review_title for e in examples]
     finally:
         METHODS.pop("review-title")

@@ -6,10 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from copersona.backends.llm import LLM
 from copersona.config import HarnessConfig, PeersConfig
 from copersona.data.records import Interaction
-from copersona.eval.harness import Harness
 from copersona.facets.profile import split_sentences
 from copersona.facets.records import FacetSummary, ReviewRef
 from copersona.retrieval.cutoff import LATER, SAME_ITEM, EvidenceCutoff, day
@@ -117,16 +115,8 @@ SPECIFIC_CHARS = 40
 
 
 @pytest.fixture(scope="module")
-def store(built_store):
-    with Store(built_store, read_only=True) as db:
-        yield db
-
-
-@pytest.fixture(scope="module")
-def harness(store, smollm2):
-    from copersona.backends import load_embedder
-
-    return Harness(store, HarnessConfig(), llm=lambda: LLM(smollm2), embedder=lambda: load_embedder("minilm"))
+def store(built_db):
+    return built_db
 
 
 @pytest.fixture(scope="module")
@@ -189,12 +179,8 @@ def test_dpl_compares_with_representatives_reviews_before_the_target(harness, ex
             assert reviews and all(cutoff.allows(r) for r in reviews)
 
 
-def test_no_cutoff_lets_later_evidence_back_in(store, smollm2, examples):
-    from copersona.backends import load_embedder
-
-    config = HarnessConfig()
-    config.peers.cutoff, config.peers.same_item = "none", True
-    loose = Harness(store, config, llm=lambda: LLM(smollm2), embedder=lambda: load_embedder("minilm"))
+def test_no_cutoff_lets_later_evidence_back_in(store, harness_on, examples):
+    loose = harness_on(store, peers={"cutoff": "none", "same_item": True})
     assert all(not loose.inputs("copersona-np", e).dropped for e in examples)
 
 
