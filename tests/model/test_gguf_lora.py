@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from copersona.backends import load_llm_backend
+from copersona.backends.digest import weights_digest
 from copersona.backends.llamacpp import packaged_smollm2_path
 from copersona.model.gguf_lora import UnsupportedAdapterError, export_lora_gguf
 
@@ -219,7 +220,7 @@ def test_backend_model_id_names_the_adapter(full_adapter, tmp_path, monkeypatch)
         backend = load_llm_backend("smollm2", n_ctx=256, n_threads=1, lora_path=lora_path)
         ids.append(backend.model_id)
         backend.close()
-    assert ids[0] == "llamacpp:SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert ids[0] == f"llamacpp:SmolLM2-135M-Instruct.Q4_1.gguf@{weights_digest(packaged_smollm2_path())}"
     assert ids[1].startswith(ids[0] + "+lora:") and len(set(ids)) == 3
     with pytest.raises(FileNotFoundError, match="LoRA adapter"):
         load_llm_backend("smollm2", n_ctx=256, n_threads=1, lora_path=tmp_path / "missing.gguf")
