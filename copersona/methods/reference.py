@@ -11,7 +11,9 @@ mistaken for a method's effect):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cached_property
+from itertools import chain
 
 import numpy as np
 
@@ -59,15 +61,19 @@ class CopyPeer(CopySelf):
     description = "No LLM: the most similar review (BM25) of the user's nearest peer, copied."
 
     @cached_property
-    def _global_order(self) -> dict[str, list[str]]:
-        """Every user's other users by whole-profile embedding, nearest first (the fallback peers)."""
+    def _profile_space(self) -> tuple[list[str], dict[str, int], np.ndarray]:
+        """User ids, their rows and the whole-profile embeddings (for the fallback peers)."""
         user_ids, vectors = self.resources.store.profile_vectors()
-        if len(user_ids) < 2:
-            return {}
-        similarity = vectors @ vectors.T
-        np.fill_diagonal(similarity, -np.inf)
-        order = np.argsort(-similarity, axis=1, kind="stable")[:, :-1]  # the user itself sorts last
-        return {u: [user_ids[j] for j in row] for u, row in zip(user_ids, order)}
+        return user_ids, {u: i for i, u in enumerate(user_ids)}, vectors
+
+    def _nearest_by_profile(self, user_id: str) -> Iterator[str]:
+        """The other users by whole-profile embedding, nearest first; ranked only when a request needs them."""
+        user_ids, rows, vectors = self._profile_space
+        if user_id not in rows:
+            return
+        for j in np.argsort(-(vectors @ vectors[rows[user_id]]), kind="stable"):
+            if user_ids[j] != user_id:
+                yield user_ids[j]
 
     def inputs(self, example: Example) -> MethodInput:
         """Copy from the nearest graph peer that has a review the request may see, else the nearest
@@ -76,14 +82,14 @@ class CopyPeer(CopySelf):
         graph = [n.user_id for n in self.resources.peers.neighbours(example.user_id, None)]
         notes = [] if graph else ["no graph peers: nearest user by profile embedding"]
         dropped: list[DroppedText] = []
-        for position, peer in enumerate(graph + self._global_order.get(example.user_id, [])):
-            reviews = self.resources.profiles.get(peer, [])
-            visible = cutoff.visible(reviews)
-            dropped.extend(
-                DroppedText(r.text, peer, reason, CANDIDATE_DROPPED)
-                for r in reviews
-                if (reason := cutoff.reason(r)) is not None
-            )
+        for position, peer in enumerate(chain(graph, self._nearest_by_profile(example.user_id))):
+            visible = []
+            for review in self.resources.profiles.get(peer, []):
+                reason = cutoff.reason(review)
+                if reason is None:
+                    visible.append(review)
+                else:
+                    dropped.append(DroppedText(review.text, peer, reason, CANDIDATE_DROPPED))
             if visible:
                 if graph and position >= len(graph):
                     notes.append("no graph peer has a review before the target: nearest user by profile embedding")

@@ -60,9 +60,6 @@ class EvidenceCutoff:
         return [r for r in reviews if self.allows(r)]
 
 
-NO_CUTOFF = EvidenceCutoff(before_day=None, item_id=None)
-
-
 @dataclass(frozen=True)
 class DroppedText:
     """A text of another user that the cutoff kept out of an input, and what was done instead."""
