@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from rouge_score import rouge_scorer, tokenizers
+from rouge_score import tokenizers
 
 from copersona.backends.embed import Embedder
 from copersona.eval.stats import Estimate, bootstrap_mean
@@ -51,39 +51,77 @@ class GraphLift:
         }
 
 
-class _MemoTokenizer:
-    """rouge-score's stemming tokenizer, run once per distinct text (it dominates ROUGE-L's cost)."""
+class LCSIndex:
+    """The longest common subsequence of one token sequence with many others, bit-parallel.
 
-    def __init__(self):
-        self._tokenizer = tokenizers.DefaultTokenizer(use_stemmer=True)
-        self._tokens: dict[str, list[str]] = {}
+    Hyyro's algorithm (2004): with ``match[t]`` the bit mask of the positions of token ``t`` in the
+    indexed sequence ``a`` (length m) and ``V`` starting as m one-bits, each token ``t`` of ``b``
+    updates ``V <- (V + (V & match[t])) | (V & ~match[t])`` (kept to m bits); the LCS length is the
+    number of zero bits left. Python integers are the bit vectors, so a pair costs ``len(b)``
+    integer operations instead of the ``len(a) * len(b)`` cells of the dynamic-programming table
+    rouge-score fills, with the same result.
+    """
 
-    def tokenize(self, text: str) -> list[str]:
-        if text not in self._tokens:
-            self._tokens[text] = self._tokenizer.tokenize(text)
-        return self._tokens[text]
+    def __init__(self, a: list[str]):
+        self.length = len(a)
+        self.mask = (1 << self.length) - 1
+        self.match: dict[str, int] = {}
+        for position, token in enumerate(a):
+            self.match[token] = self.match.get(token, 0) | (1 << position)
+
+    def lcs(self, b: list[str]) -> int:
+        v, mask, match = self.mask, self.mask, self.match
+        for token in b:
+            bits = match.get(token)
+            if bits:
+                u = v & bits
+                v = ((v + u) | (v - u)) & mask
+        return self.length - v.bit_count()
+
+
+def rouge_l_f1(target: LCSIndex, prediction: list[str]) -> float:
+    """rouge-score's ROUGE-L F1 of a tokenized prediction against an indexed tokenized target."""
+    if not target.length or not prediction:
+        return 0.0
+    common = target.lcs(prediction)
+    if not common:
+        return 0.0
+    precision, recall = common / len(prediction), common / target.length
+    return 2 * precision * recall / (precision + recall)
 
 
 class _Similarities:
-    """s(y_u, reviews of v) for targets and profiles, computed once per (u, v) pair."""
+    """s(y_u, reviews of v) for targets and profiles, computed once per (u, v) pair.
+
+    Every text is embedded and tokenized (rouge-score's stemming tokenizer) once; cosines come
+    from one matrix product, ROUGE-L from the bit-parallel LCS of each target with each review.
+    """
 
     def __init__(self, targets: dict[str, str], reviews: dict[str, list[str]], embedder: Embedder):
         self.users = sorted(targets)
-        self.targets = targets
-        self.reviews = reviews
-        self.target_vectors = dict(zip(self.users, embedder.encode([targets[u] for u in self.users])))
+        self.row = {u: k for k, u in enumerate(self.users)}
         owners = sorted(reviews)
-        vectors = embedder.encode([text for v in owners for text in reviews[v]])
+        texts = [text for v in owners for text in reviews[v]]
         ends = np.cumsum([len(reviews[v]) for v in owners])
-        self.review_vectors = {v: vectors[end - len(reviews[v]) : end] for v, end in zip(owners, ends)}
-        self.scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_MemoTokenizer())
+        self.span = {v: (end - len(reviews[v]), end) for v, end in zip(owners, ends)}
+        target_vectors = embedder.encode([targets[u] for u in self.users])
+        self.cosines = target_vectors @ embedder.encode(texts).T  # targets x reviews
+        tokenizer = tokenizers.DefaultTokenizer(use_stemmer=True)
+        tokens: dict[str, list[str]] = {}
+        for text in [*targets.values(), *texts]:
+            if text not in tokens:
+                tokens[text] = tokenizer.tokenize(text)
+        self.review_tokens = [tokens[text] for text in texts]
+        self.target_index = {u: LCSIndex(tokens[targets[u]]) for u in self.users}
         self._memo: dict[tuple[str, str], tuple[float, float]] = {}
 
     def pair(self, u: str, v: str) -> tuple[float, float]:
         key = (u, v)
         if key not in self._memo:
-            cosine = float((self.review_vectors[v] @ self.target_vectors[u]).mean())
-            rouge = float(np.mean([self.scorer.score(self.targets[u], r)["rougeL"].fmeasure for r in self.reviews[v]]))
+            first, end = self.span[v]
+            cosine = float(self.cosines[self.row[u], first:end].mean())
+            index = self.target_index[u]
+            rouge = float(np.mean([rouge_l_f1(index, self.review_tokens[k]) for k in range(first, end)]))
             self._memo[key] = (cosine, rouge)
         return self._memo[key]
 
