@@ -13,6 +13,7 @@ papers use led-base-16384, so BERTScore from another encoder is not comparable w
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 from abc import ABC, abstractmethod
 from typing import ClassVar
@@ -121,6 +122,14 @@ class Bleu(Metric):
         }
 
 
+@functools.cache
+def _bert_scorer(model: str, layer: int):
+    """The encoder, loaded once per process: every method, ablation and evaluation reuses it."""
+    import bert_score
+
+    return bert_score.BERTScorer(model_type=model, num_layers=layer, batch_size=32)
+
+
 class BertScore(Metric):
     name = "bertscore"
 
@@ -132,20 +141,13 @@ class BertScore(Metric):
         self.layer = layer
 
     def statistics(self, predictions: list[str], references: list[str]) -> np.ndarray:
-        import bert_score
-
         rows = np.zeros((len(predictions), 1))
         # An empty text scores 0, as bert-score itself decides; it is not sent to bert-score, whose
         # empty-string path calls a tokenizer method transformers 5 removed.
         scored = [i for i, (p, r) in enumerate(zip(predictions, references)) if p.strip() and r.strip()]
         if scored:
-            _, _, f1 = bert_score.score(
-                [predictions[i] for i in scored],
-                [references[i] for i in scored],
-                model_type=self.model,
-                num_layers=self.layer,
-                batch_size=32,
-                verbose=False,
+            _, _, f1 = _bert_scorer(self.model, self.layer).score(
+                [predictions[i] for i in scored], [references[i] for i in scored]
             )
             rows[scored, 0] = f1.numpy()
         return rows

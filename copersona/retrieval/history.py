@@ -8,6 +8,7 @@ returns the best ``k``, best first; ties go to the more recent review.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -18,6 +19,10 @@ import numpy as np
 
 from copersona.backends.embed import Embedder
 from copersona.data.records import Interaction
+
+# bm25s sets its own logger to DEBUG, so every index it builds would print a line to any
+# configured handler (one per user in an evaluation); its warnings still come through.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 # Indexes kept per (user, profile length): an evaluation revisits each profile once per method.
 _INDEX_CACHE_SIZE = 4096
