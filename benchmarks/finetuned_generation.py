@@ -38,7 +38,7 @@ from copersona.backends import load_llm_backend
 from copersona.backends.llm import Request, SoftPrompt
 from copersona.backends.transformers_local import TransformersBackend
 from copersona.config import HarnessConfig, TrainingConfig
-from copersona.eval.harness import STOP, open_harness
+from copersona.inference import STOP, open_runtime
 from copersona.model.base_model import checkpoint_for, load_base_model
 from copersona.model.gguf_lora import export_lora_gguf
 from copersona.model.trained import TrainedModel
@@ -86,8 +86,8 @@ def main() -> None:
         ensure_store(args.store)
     store = Store(args.store)
     examples = store.examples("test")[: args.prompts]
-    harness = open_harness(store, HarnessConfig())
-    inputs = [harness.inputs("copersona-np", e) for e in examples]
+    runtime = open_runtime(store, HarnessConfig())
+    inputs = [runtime.inputs("copersona-np", e) for e in examples]
     plain = [Request.chat(i.messages, temperature=0.0, max_tokens=args.tokens, stop=STOP) for i in inputs]
 
     with tempfile.TemporaryDirectory() as tmp:

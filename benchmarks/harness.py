@@ -1,6 +1,6 @@
-"""Per-request input assembly and generation throughput of the evaluation harness.
+"""Per-request input assembly and generation throughput of the evaluation runtime.
 
-    python3 benchmarks/harness.py [--store runs/bench-mi-1000.sqlite] [--users 1000] [--generate 8]
+    python3 benchmarks/runtime.py [--store runs/bench-mi-1000.sqlite] [--users 1000] [--generate 8]
 
 1. Input assembly (no generation): for every method, the time ``inputs(example)`` takes on the
    test example of each of ``--users`` real users (retrieval, peer context, budgets, prompt
@@ -11,7 +11,7 @@
    the retrieval scores, the query's tokens, budgets and the layout. The target (the query) of
    every request is new: it is a held-out review no offline step has seen.
 2. Generation: tokens per second for the same ``--generate`` copersona-np prompts sent raw to the
-   llama.cpp backend, and through the harness (batching, the store cache, post-processing) with an
+   llama.cpp backend, and through the runtime (batching, the store cache, post-processing) with an
    empty cache, then again with a warm cache.
 """
 
@@ -29,7 +29,7 @@ from copersona.backends import load_embedder, load_llm_backend
 from copersona.backends.llm import LLM, Request
 from copersona.build import Backends, Build
 from copersona.config import BuildConfig, HarnessConfig
-from copersona.eval.harness import STOP, Harness
+from copersona.inference import STOP, Runtime
 from copersona.store.sqlite import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,9 +60,9 @@ def assembly(store: Store, llm: LLM, users: int) -> list[tuple[str, int, float, 
     picked = picked[:users]
     rows = []
     for name in METHODS:
-        harness = Harness(store, HarnessConfig(), llm=lambda: llm, embedder=lambda: load_embedder("minilm"))
+        runtime = Runtime(store, HarnessConfig(), llm=lambda: llm, embedder=lambda: load_embedder("minilm"))
         started = time.perf_counter()
-        method = harness.method(name, picked)  # prepare: the offline part
+        method = runtime.method(name, picked)  # prepare: the offline part
         prepared = time.perf_counter() - started
         times = []
         for example in picked:
@@ -73,11 +73,11 @@ def assembly(store: Store, llm: LLM, users: int) -> list[tuple[str, int, float, 
     return rows
 
 
-def generation(store: Store, harness: Harness, count: int) -> list[tuple[str, int, float, float]]:
+def generation(store: Store, runtime: Runtime, count: int) -> list[tuple[str, int, float, float]]:
     examples = store.examples("test")[:count]
-    inputs = [harness.inputs("copersona-np", e) for e in examples]
-    backend = harness.llm().backend
-    g = harness.config.generation
+    inputs = [runtime.inputs("copersona-np", e) for e in examples]
+    backend = runtime.llm().backend
+    g = runtime.config.generation
     requests = [
         Request.chat(i.messages, temperature=g.temperature, max_tokens=i.max_tokens, seed=g.seed, stop=STOP)
         for i in inputs
@@ -92,15 +92,15 @@ def generation(store: Store, harness: Harness, count: int) -> list[tuple[str, in
         cache_path = Path(folder) / "cache.sqlite"
         store.backup(cache_path)  # the generations below are new to this copy's cache
         with Store(cache_path) as cache_store:
-            cached_harness = Harness(
+            cached_runtime = Runtime(
                 cache_store,
-                harness.config,
+                runtime.config,
                 llm=lambda: LLM(backend, cache=cache_store),
                 embedder=lambda: load_embedder("minilm"),
             )
-            for label in ("harness, empty cache", "harness, warm cache"):
+            for label in ("runtime, empty cache", "runtime, warm cache"):
                 started = time.perf_counter()
-                predictions = cached_harness.predict("copersona-np", examples)
+                predictions = cached_runtime.predict("copersona-np", examples)
                 elapsed = time.perf_counter() - started
                 tokens = sum(p.completion_tokens for p in predictions)
                 rows.append((label, tokens, elapsed, tokens / elapsed))
@@ -116,14 +116,14 @@ def main() -> None:
     ensure_store(args.store)
     with Store(args.store) as store:
         llm = LLM(load_llm_backend("smollm2"))
-        harness = Harness(store, HarnessConfig(), llm=lambda: llm, embedder=lambda: load_embedder("minilm"))
+        runtime = Runtime(store, HarnessConfig(), llm=lambda: llm, embedder=lambda: load_embedder("minilm"))
         rows = assembly(store, llm, args.users)
         print(f"\nInput assembly per request, {rows[0][1]} users (the aim is p50 < 1 ms)")
         print(f"{'method':<14}{'requests':>9}{'prepare s':>10}{'p50 ms':>9}{'p99 ms':>9}")
         for name, n, prepared, p50, p99 in rows:
             print(f"{name:<14}{n:>9}{prepared:>10.1f}{p50:>9.3f}{p99:>9.3f}")
         if args.generate:
-            rows = generation(store, harness, args.generate)
+            rows = generation(store, runtime, args.generate)
             raw = rows[0][3]
             print(f"\nGeneration, {args.generate} copersona-np prompts (SmolLM2-135M, llama.cpp, this CPU)")
             print(f"{'path':<24}{'tokens':>8}{'seconds':>9}{'tokens/s':>10}{'vs raw':>8}")

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,19 +32,8 @@ from copersona.facets.profile import profile_text, recent, style_features
 from copersona.facets.records import FacetSchema
 from copersona.facets.summarize import AbstractiveSummarizer, ExtractiveSummarizer, Summarizer
 from copersona.graph.multiplex import build_graph
+from copersona.progress import Progress
 from copersona.store.sqlite import Store, StoreError
-
-
-class Progress:
-    """Receives progress; the CLI shows bars, the library default shows nothing."""
-
-    @contextmanager
-    def stage(self, name: str, total: int | None = None) -> Iterator[Callable[..., None]]:
-        """Yields ``advance(n, status=None)``; ``status`` is a short live note (e.g. the current loss)."""
-        yield lambda advance, status=None: None
-
-    def message(self, text: str) -> None:
-        """A line for the user (what a stage found or decided)."""
 
 
 @dataclass

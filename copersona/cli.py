@@ -19,16 +19,25 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from copersona.config import BuildConfig, HarnessConfig, TrainingConfig, describe
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,  # help texts are plain: "[harness]" is a config table, not markup
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="CoPersona: collaborative persona graphs.",
 )
-console = Console(stderr=True)
+# Nothing from data, paths or models is read as console markup (reviews contain brackets): every
+# console prints plain text, and styles are given as styles, never as markup in the text.
+console = Console(stderr=True, markup=False)
+
+
+def _out() -> Console:
+    """The stdout console (reports, tables); stderr carries progress and errors."""
+    return Console(markup=False)
 
 
 class RichProgress:
@@ -37,12 +46,12 @@ class RichProgress:
     @contextmanager
     def stage(self, name: str, total: int | None = None) -> Iterator[Callable[..., None]]:
         columns = [
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"),
+            TextColumn("{task.fields[status]}", markup=False),
         ]
         with Progress(*columns, console=console, transient=False) as bar:
             task = bar.add_task(name, total=total, status="")
@@ -53,7 +62,7 @@ class RichProgress:
             yield advance
 
     def message(self, text: str) -> None:
-        console.print(f"[dim]{text}[/dim]")
+        console.print(text, style="dim")
 
 
 def _config(
@@ -143,15 +152,18 @@ def inspect(
 
 
 def _print_overview(data: dict) -> None:
-    out = Console()
+    out = _out()
     out.print(
-        f"[bold]{data['store']}[/bold]: {data['users']} users, examples {data['examples']}, "
-        f"embedder {data['embedder']}, summarizer {data['summarizer']}"
+        Text.assemble(
+            (str(data["store"]), "bold"),
+            f": {data['users']} users, examples {data['examples']}, "
+            f"embedder {data['embedder']}, summarizer {data['summarizer']}",
+        )
     )
     schema = data["schema"]
     out.print(f"facet schema ({schema['source']}): {schema['note']}")
     for facet in schema["facets"]:
-        out.print(f"  [bold]{facet['name']}[/bold]: {facet['definition']}")
+        out.print(Text.assemble("  ", (facet["name"], "bold"), f": {facet['definition']}"))
     levels = ("none", "weak", "moderate", "strong")
     table = Table("facet", *levels, "edges", "users w/ edges", "mean weight")
     for facet in schema["facets"]:
@@ -183,17 +195,20 @@ def _print_overview(data: dict) -> None:
 
 
 def _print_user(data: dict) -> None:
-    out = Console()
+    out = _out()
     out.print(
-        f"[bold]{data['user_id']}[/bold]: {data['profile_reviews']} profile reviews, {data['heldout_reviews']} held out"
+        Text.assemble(
+            (data["user_id"], "bold"),
+            f": {data['profile_reviews']} profile reviews, {data['heldout_reviews']} held out",
+        )
     )
     for facet in data["facets"]:
         out.rule(f"{facet['facet']} - {facet['reliability']}")
-        out.print(facet["summary"] or "[dim](no evidence)[/dim]")
+        out.print(Text(facet["summary"]) if facet["summary"] else Text("(no evidence)", style="dim"))
         for quote in facet["quotes"]:
-            out.print(f'  [italic]"{quote}"[/italic]')
+            out.print(Text(f'  "{quote}"', style="italic"))
         if facet["fallback"]:
-            out.print(f"  [yellow]fallback: {facet['fallback']}[/yellow]")
+            out.print(Text(f"  fallback: {facet['fallback']}", style="yellow"))
         peers = ", ".join(f"{n['user_id']} ({n['weight']:.3f})" for n in facet["neighbours"]) or "none"
         out.print(f"  neighbours: {peers}")
     out.rule("peers by combined similarity")
@@ -255,7 +270,7 @@ def check_graph_command(
             f"{r.rouge_l_random:.4f}",
             str(r.rouge_l_lift),
         )
-    Console().print(table)
+    _out().print(table)
 
 
 def _harness_config(
@@ -313,17 +328,17 @@ def generate(
     seed: SeedOption = None,
 ) -> None:
     """Write USER's review of an item with one method (and show what it was given)."""
-    from copersona.eval.harness import open_harness
     from copersona.generate import request_example
+    from copersona.inference import open_runtime
     from copersona.store.sqlite import Store
 
     harness_config = _harness_config(config, llm, retriever, neighbours, temperature, seed)
     with Store(store) as db:
         example = request_example(db, user, item, rating=rating, title=title)
-        harness = open_harness(db, harness_config, progress=RichProgress())
-        prediction = harness.predict(method, [example])[0]
+        runtime = open_runtime(db, harness_config, progress=RichProgress())
+        prediction = runtime.predict(method, [example])[0]
         if explain:
-            console.print_json(json.dumps(harness.inputs(method, example).to_dict()))
+            console.print_json(json.dumps(runtime.inputs(method, example).to_dict()))
     typer.echo(prediction.text)
 
 
@@ -378,9 +393,10 @@ def evaluate(
     """
     from copersona.eval.ablation import check_ablations, run_ablations
     from copersona.eval.harness import evaluate as run_evaluation
-    from copersona.eval.harness import generator_spec, open_harness, select_examples
+    from copersona.eval.harness import select_examples
     from copersona.eval.report import write_evaluation
-    from copersona.methods import METHODS, REFERENCE_METHODS
+    from copersona.inference import cached_llm, open_runtime
+    from copersona.methods import REFERENCE_METHODS
     from copersona.model.trained import TrainedModel
     from copersona.store.sqlite import Store
 
@@ -394,35 +410,26 @@ def evaluate(
         progress = RichProgress()
         trained = {m.method: m for m in (TrainedModel.load(folder) for folder in model or [])}
         if finetuned:
-            from copersona.model.train import train_or_reuse
+            from copersona.model.train import train_equal_budget
 
             training = TrainingConfig.load(config) if config else TrainingConfig()
             root = models_dir or store.with_name(f"{store.stem}-models")
-            base = generator_spec(db, harness_config)
-            for name in names:
-                if METHODS[name].uses_generator and name not in trained:
-                    trained[name] = train_or_reuse(
-                        db, name, root, training, harness_config, base=base, progress=progress
-                    )
-        harness = open_harness(db, harness_config, progress=progress, models=trained)
-        check_ablations(ablation or [], harness)
+            trained = train_equal_budget(db, names, root, training, harness_config, given=trained, progress=progress)
+        runtime = open_runtime(db, harness_config, progress=progress, models=trained)
+        check_ablations(ablation or [], runtime)
         judge_llm = None
-        if judge:
-            from copersona.backends import load_llm_backend
-            from copersona.backends.llm import LLM
-
-            same = judge == generator_spec(db, harness_config)  # one model in memory when they are the same
-            judge_llm = harness.llm() if same else LLM(load_llm_backend(judge), cache=db)
-        evaluation = run_evaluation(harness, names, examples, split=split, judge=judge_llm, allow_mixed=allow_mixed)
+        if judge:  # one model in memory when the judge is the generator
+            judge_llm = runtime.llm() if judge == runtime.base_generator else cached_llm(db, judge)
+        evaluation = run_evaluation(runtime, names, examples, split=split, judge=judge_llm, allow_mixed=allow_mixed)
         written = write_evaluation(evaluation, out, title=f"{store.name}: {split} split")
-        used = {name: m.curve for name, m in harness.models.items() if name in names}
+        used = {name: m.curve for name, m in runtime.models.items() if name in names}
         if used:
             from copersona.model.report import plot_curves
 
             plot_curves(used, out / "training-curves.png", title=f"trained models used on {store.name}")
             written.append(out / "training-curves.png")
         if ablation:
-            written += run_ablations(ablation, db, harness, examples, out, split=split)
+            written += run_ablations(ablation, db, runtime, examples, out, split=split)
     console.print((out / "report.md").read_text())
     console.print("wrote " + ", ".join(str(p) for p in written))
 
@@ -445,7 +452,7 @@ def train(
 
     Resumes from the folder's last checkpoint; caches every user's soft prompt in the store.
     """
-    from copersona.eval.harness import generator_spec
+    from copersona.inference import generator_spec
     from copersona.model.train import Trainer
     from copersona.store.sqlite import Store
 
@@ -478,7 +485,7 @@ def list_methods() -> None:
     table = Table("method", "role", "uses LLM", "what it gives the generator")
     for name, method in METHODS.items():
         table.add_row(name, method.role, "yes" if method.uses_generator else "no", method.description)
-    Console().print(table)
+    _out().print(table)
 
 
 @app.command(name="config")
@@ -488,7 +495,7 @@ def show_config() -> None:
     settings = describe(BuildConfig) + describe(HarnessConfig, "harness.") + describe(TrainingConfig, "training.")
     for name, default, text in settings:
         table.add_row(name, json.dumps(default), text)
-    Console().print(table)
+    _out().print(table)
 
 
 def main() -> None:
@@ -499,7 +506,7 @@ def main() -> None:
     try:
         app(standalone_mode=True)
     except (StoreError, SchemaError, ValueError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(Text.assemble(("error:", "red"), f" {err}"))
         raise SystemExit(1) from None
 
 

@@ -44,27 +44,27 @@ def built_db(built_store):
 
 
 @pytest.fixture(scope="session")
-def harness_on(smollm2):
-    """``harness_on(store, section={key: value})``: a harness on the real models with settings changed."""
+def runtime_on(smollm2):
+    """``runtime_on(store, section={key: value})``: a runtime on the real models with settings changed."""
     from copersona.backends import load_embedder
     from copersona.backends.llm import LLM
     from copersona.config import HarnessConfig
-    from copersona.eval.harness import Harness
+    from copersona.inference import Runtime
 
     def make(store, **changes):
         config = HarnessConfig()
         for section, values in changes.items():
             for key, value in values.items():
                 setattr(getattr(config, section), key, value)
-        return Harness(store, config, llm=lambda: LLM(smollm2), embedder=lambda: load_embedder("minilm"))
+        return Runtime(store, config, llm=lambda: LLM(smollm2), embedder=lambda: load_embedder("minilm"))
 
     return make
 
 
 @pytest.fixture(scope="session")
-def harness(built_db, harness_on):
-    """The default harness over the session build."""
-    return harness_on(built_db)
+def runtime(built_db, runtime_on):
+    """The default runtime over the session build."""
+    return runtime_on(built_db)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from runner import cli
 
 from copersona.config import BuildConfig, HarnessConfig, describe
 
@@ -38,3 +39,9 @@ def test_every_harness_setting_is_documented():
     rows = describe(HarnessConfig)
     assert rows and all(text for _, _, text in rows)
     assert {"retrieval.retriever", "budget.per_peer_facet", "evaluation.bertscore_model"} <= {n for n, _, _ in rows}
+
+
+def test_help_texts_keep_their_brackets():
+    # "[harness]" and "[training]" are config tables; read as console markup they vanished.
+    assert "[harness]" in cli("train", "--help").stdout
+    assert "[harness]" in cli("config", "--help").stdout

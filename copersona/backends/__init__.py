@@ -17,6 +17,7 @@ Backend modules are imported only when their spec is asked for, so a missing opt
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from copersona.backends.embed import load_embedder
@@ -24,29 +25,65 @@ from copersona.backends.llm import LLMBackend
 
 LLM_SPEC_FORMS = ("smollm2", "llamacpp:PATH.gguf", "openai:MODEL@BASE_URL", "hf:PATH_OR_NAME", "hf-gguf:PATH.gguf")
 
-__all__ = ["LLM_SPEC_FORMS", "load_embedder", "load_llm_backend"]
+__all__ = ["LLM_SPEC_FORMS", "LLMSpec", "load_embedder", "load_llm_backend"]
+
+
+@dataclass(frozen=True)
+class LLMSpec:
+    """A generator spec string, parsed once: which runtime runs what.
+
+    ``kind`` is ``llamacpp``, ``openai``, ``hf`` or ``hf-gguf``; ``target`` is the GGUF file, the
+    checkpoint, or the served model's name; ``base_url`` is the server's (``openai`` only).
+    """
+
+    spec: str
+    kind: str
+    target: str
+    base_url: str = ""
+
+    @classmethod
+    def parse(cls, spec: str) -> LLMSpec:
+        if spec == "smollm2":
+            return cls(spec, "llamacpp", "smollm2")
+        kind, _, target = spec.partition(":")
+        if kind == "openai":
+            model, _, base_url = target.partition("@")
+            if model and base_url:
+                return cls(spec, kind, model, base_url)
+        elif kind in ("llamacpp", "hf", "hf-gguf") and target:
+            return cls(spec, kind, target)
+        raise ValueError(f"unknown LLM spec {spec!r}: use one of {', '.join(LLM_SPEC_FORMS)}")
+
+    @property
+    def served(self) -> bool:
+        """Runs on a server: there are no local weights to load or train."""
+        return self.kind == "openai"
+
+    @property
+    def gguf(self) -> Path | None:
+        """The GGUF file of a llama.cpp or dequantized-GGUF spec (``smollm2``: the packaged one)."""
+        if self.kind not in ("llamacpp", "hf-gguf"):
+            return None
+        if self.spec in ("smollm2", "hf-gguf:smollm2"):
+            from copersona.backends.llamacpp import packaged_smollm2_path
+
+            return Path(packaged_smollm2_path())
+        return Path(self.target)
 
 
 def load_llm_backend(spec: str = "smollm2", **kwargs) -> LLMBackend:
     """A backend from a spec string; ``kwargs`` go to the backend's constructor (e.g. ``n_ctx``)."""
-    kind, _, target = spec.partition(":")
-    if spec == "smollm2" or (kind == "llamacpp" and target):
-        from copersona.backends.llamacpp import LlamaCppBackend, packaged_smollm2_path
+    parsed = LLMSpec.parse(spec)
+    if parsed.kind == "llamacpp":
+        from copersona.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(packaged_smollm2_path() if spec == "smollm2" else target, **kwargs)
-    model, _, base_url = target.partition("@")
-    if kind == "openai" and model and base_url:
+        return LlamaCppBackend(parsed.gguf, **kwargs)
+    if parsed.kind == "openai":
         from copersona.backends.openai_http import OpenAICompatibleBackend
 
-        return OpenAICompatibleBackend(base_url, model, **kwargs)
-    if kind == "hf" and target:
-        from copersona.backends.transformers_local import TransformersBackend
+        return OpenAICompatibleBackend(parsed.base_url, parsed.target, **kwargs)
+    from copersona.backends.transformers_local import TransformersBackend
 
-        return TransformersBackend(target, **kwargs)
-    if kind == "hf-gguf" and target:
-        from copersona.backends.llamacpp import packaged_smollm2_path
-        from copersona.backends.transformers_local import TransformersBackend
-
-        gguf = Path(packaged_smollm2_path() if target == "smollm2" else target)
-        return TransformersBackend(gguf.parent, gguf_file=gguf.name, **kwargs)
-    raise ValueError(f"unknown LLM spec {spec!r}: use one of {', '.join(LLM_SPEC_FORMS)}")
+    if parsed.kind == "hf":
+        return TransformersBackend(parsed.target, **kwargs)
+    return TransformersBackend(parsed.gguf.parent, gguf_file=parsed.gguf.name, **kwargs)

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from copersona.data.records import Example
-from copersona.eval.harness import Evaluation, Harness, evaluate
 from copersona.eval.metrics import load_metric
 from copersona.eval.report import LABELS
+from copersona.eval.runtime import Evaluation, evaluate
+from copersona.inference import Runtime
 from copersona.store.sqlite import Store
 
 
@@ -51,7 +52,7 @@ def _set(config: object, dotted: str, value: object) -> None:
     setattr(config, last, value)
 
 
-def facet_variant(store: Store, num_facets: int, folder: Path, harness: Harness) -> Path:
+def facet_variant(store: Store, num_facets: int, folder: Path, runtime: Runtime) -> Path:
     """A copy of ``store`` whose facet stages were rebuilt with ``num_facets`` facets (resumable)."""
     from copersona.build import Backends, Build
     from copersona.config import BuildConfig
@@ -67,46 +68,38 @@ def facet_variant(store: Store, num_facets: int, folder: Path, harness: Harness)
     config = BuildConfig.from_dict(store.get_meta("build_config"))
     config.facets.num_facets = num_facets
     with Store(path) as variant:
-        backends = Backends(embedder_factory=lambda: harness.resources().embedder, llm_factory=lambda db: harness.llm())
+        backends = Backends(embedder_factory=lambda: runtime.resources().embedder, llm_factory=lambda db: runtime.llm())
         Build(variant, config, backends).run()
     return path
 
 
-def check_ablations(names: list[str], harness: Harness) -> None:
-    """Refuse, before any work, ablations that are unknown or cannot run on the harness's generators."""
+def check_ablations(names: list[str], runtime: Runtime) -> None:
+    """Refuse, before any work, ablations that are unknown or cannot run on the runtime's generators."""
     for name in names:
         if name not in ABLATIONS:
             raise ValueError(f"unknown ablation {name!r}: use one of {', '.join(ABLATIONS)}")
-        if name == "facets" and harness.models:
+        if name == "facets" and runtime.models:
             raise ValueError(
                 "the facets ablation rebuilds the facet stages, which the trained models' inputs and soft "
                 "prompts were made from: run it without --finetuned/--model"
             )
 
 
-def run_ablation(name: str, store: Store, harness: Harness, examples: list[Example], out: Path, *, split: str) -> dict:
-    check_ablations([name], harness)
+def run_ablation(name: str, store: Store, runtime: Runtime, examples: list[Example], out: Path, *, split: str) -> dict:
+    check_ablations([name], runtime)
     ablation = ABLATIONS[name]
-    metrics = [load_metric(m, harness.config.evaluation) for m in harness.config.evaluation.metrics]
+    metrics = [load_metric(m, runtime.config.evaluation) for m in runtime.config.evaluation.metrics]
     results: dict[str, Evaluation] = {}
     for value in ablation.values:
-        config = copy.deepcopy(harness.config)
+        config = copy.deepcopy(runtime.config)
         with contextlib.ExitStack() as stack:
             target_store = store
             if name == "facets":
-                variant = facet_variant(store, int(value), out / "ablation-stores", harness)
+                variant = facet_variant(store, int(value), out / "ablation-stores", runtime)
                 target_store = stack.enter_context(Store(variant))
             else:
                 _set(config, ablation.setting, value)
-            run = Harness(
-                target_store,
-                config,
-                llm=harness.llm,
-                embedder=lambda: harness.resources().embedder,
-                progress=harness.progress,
-                models=harness.models,  # a fine-tuned run's ablations use its fine-tuned models
-                base_generator=harness.base_generator,
-            )
+            run = runtime.variant(config, target_store)  # a fine-tuned run's ablations use its fine-tuned models
             results[str(value)] = evaluate(run, list(ablation.methods), examples, split=split, metrics=metrics)
     return {
         "ablation": name,
@@ -149,11 +142,11 @@ def plot_ablation(result: dict, path: Path) -> None:
 
 
 def run_ablations(
-    names: list[str], store: Store, harness: Harness, examples: list[Example], out: Path, *, split: str
+    names: list[str], store: Store, runtime: Runtime, examples: list[Example], out: Path, *, split: str
 ) -> list[Path]:
     written = []
     for name in names:
-        result = run_ablation(name, store, harness, examples, out, split=split)
+        result = run_ablation(name, store, runtime, examples, out, split=split)
         path = out / f"ablation-{name}.json"
         path.write_text(json.dumps(result, indent=2))
         plot_ablation(result, out / f"ablation-{name}.png")

@@ -7,8 +7,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from copersona.eval.harness import NO_GENERATOR, Evaluation
+from copersona.eval.harness import Evaluation
 from copersona.eval.stats import Estimate
+from copersona.inference import NO_GENERATOR
 
 LABELS = {"rouge1": "R-1", "rougeL": "R-L", "meteor": "MET.", "bleu": "BL.", "bertscore": "BS."}
 BERTSCORE_NOTE = (
@@ -19,7 +20,7 @@ BERTSCORE_NOTE = (
 
 def dropped_counts(evaluation: Evaluation, name: str) -> dict[str, int]:
     """What the evidence cutoff did for one method: texts left out, by what was done instead."""
-    return dict(Counter(d["action"] for p in evaluation.predictions[name] for d in p.dropped))
+    return dict(Counter(d.action for p in evaluation.predictions[name] for d in p.dropped))
 
 
 def comparison_count(evaluation: Evaluation) -> int:

@@ -56,15 +56,13 @@ def checkpoint_for(spec: str) -> Path:
     ``smollm2`` / ``llamacpp:PATH.gguf`` / ``hf-gguf:PATH.gguf``: the GGUF, dequantized once;
     ``hf:PATH``: the checkpoint itself. A served model (``openai:``) has no local weights to train.
     """
-    from copersona.backends.llamacpp import packaged_smollm2_path
+    from copersona.backends import LLMSpec
 
-    kind, _, target = spec.partition(":")
-    if spec in ("smollm2", "hf-gguf:smollm2"):
-        return dequantized_checkpoint(packaged_smollm2_path())
-    if kind in ("llamacpp", "hf-gguf") and target:
-        return dequantized_checkpoint(target)
-    if kind == "hf" and target:
-        return Path(target)
+    parsed = LLMSpec.parse(spec)
+    if parsed.gguf is not None:
+        return dequantized_checkpoint(parsed.gguf)
+    if parsed.kind == "hf":
+        return Path(parsed.target)
     raise ValueError(f"cannot train {spec!r}: training needs local weights (smollm2, llamacpp:, hf-gguf: or hf:)")
 
 

@@ -423,7 +423,7 @@ def test_soft_prompts_without_a_local_copy_of_the_model_are_refused():
 
 def test_trained_models_with_a_served_generator_use_the_adapter_by_key():
     from copersona.config import HarnessConfig
-    from copersona.eval.harness import finetuned_backend
+    from copersona.inference import finetuned_backend
     from copersona.model.base_model import checkpoint_for
     from copersona.model.trained import TrainedModel
 

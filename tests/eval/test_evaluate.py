@@ -18,10 +18,24 @@ def _llm_calls(store) -> int:
 
 
 @pytest.fixture(scope="module")
-def evaluated(built_store, tmp_path_factory):
+def evaluation_run(built_store, tmp_path_factory):
+    """One evaluation through the CLI, shared by every test of this module: (output folder, the process)."""
     out = tmp_path_factory.mktemp("evaluation")
-    cli("evaluate", built_store, "--out", out, "--limit", USERS, "--judge", "smollm2", "--ablation", "neighbours")
-    return out
+    run = cli("evaluate", built_store, "--out", out, "--limit", USERS, "--judge", "smollm2", "--ablation", "neighbours")
+    return out, run
+
+
+@pytest.fixture(scope="module")
+def evaluated(evaluation_run):
+    return evaluation_run[0]
+
+
+def test_the_console_shows_progress_not_library_chatter(evaluation_run):
+    stderr = evaluation_run[1].stderr
+    assert "generating: copersona-np" in stderr and "scoring" in stderr
+    assert "DEBUG" not in stderr  # bm25s logs every index it builds at DEBUG
+    # The BERTScore encoder loads once for every method and the ablation (it loaded once per method).
+    assert stderr.count("Loading weights") <= 2
 
 
 def test_results_cover_every_method_and_metric(evaluated):
@@ -97,7 +111,8 @@ def test_generate_explains_its_input(built_store):
 def test_fine_tuned_and_base_rows_are_not_mixed_silently(built_store, tmp_path):
     """A trained model for one method only: the run is refused before any generation, naming the split."""
     from copersona.config import HarnessConfig
-    from copersona.eval.harness import MixedGeneratorsError, evaluate, open_harness, select_examples
+    from copersona.eval.harness import MixedGeneratorsError, evaluate, select_examples
+    from copersona.inference import open_runtime
     from copersona.model.trained import TrainedModel
     from copersona.store.sqlite import Store
 
@@ -116,14 +131,14 @@ def test_fine_tuned_and_base_rows_are_not_mixed_silently(built_store, tmp_path):
         config={"steps": 1},
     )
     with Store(built_store, read_only=True) as db:
-        harness = open_harness(db, HarnessConfig(), models={"rag": model})
-        assert harness.generator_family("nonperso") == "base smollm2"
-        assert harness.generator_family("rag").startswith("fine-tuned from smollm2")
-        assert harness.generator_family("copy-self") is None
+        runtime = open_runtime(db, HarnessConfig(), models={"rag": model})
+        assert runtime.generator_family("nonperso") == "base smollm2"
+        assert runtime.generator_family("rag").startswith("fine-tuned from smollm2")
+        assert runtime.generator_family("copy-self") is None
         examples = select_examples(db, "test", 1)
         with pytest.raises(MixedGeneratorsError, match="--allow-mixed"):
-            evaluate(harness, ["nonperso", "rag", "copy-self"], examples, split="test")
-        assert harness.generated_with == {}  # refused before anything was generated
+            evaluate(runtime, ["nonperso", "rag", "copy-self"], examples, split="test")
+        assert runtime.generated_with == {}  # refused before anything was generated
 
 
 def test_unknown_method_is_one_clear_line(built_store, tmp_path):

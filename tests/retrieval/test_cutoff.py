@@ -139,13 +139,13 @@ def _forbidden_sentences(store: Store, peers: set[str], target: Interaction) -> 
     return {s for s in banned if not any(s in text for text in allowed)}
 
 
-def test_peer_context_never_carries_later_or_same_item_reviews(store, harness, examples):
+def test_peer_context_never_carries_later_or_same_item_reviews(store, runtime, examples):
     """Real examples whose peers wrote later reviews (or reviewed the target item): their texts stay out."""
-    index = harness.resources().peers
+    index = runtime.resources().peers
     with_drops = 0
     for example in examples:
-        inp = harness.inputs("copersona-np", example)
-        peers = {n.user_id for n in index.neighbours(example.user_id, harness.config.retrieval.neighbours)}
+        inp = runtime.inputs("copersona-np", example)
+        peers = {n.user_id for n in index.neighbours(example.user_id, runtime.config.retrieval.neighbours)}
         if not peers:
             continue
         with_drops += bool(inp.dropped)
@@ -157,10 +157,10 @@ def test_peer_context_never_carries_later_or_same_item_reviews(store, harness, e
     assert with_drops > 0, "the real build should hold targets whose peers wrote later reviews"
 
 
-def test_copy_peer_copies_only_earlier_reviews_of_other_items(store, harness, examples):
+def test_copy_peer_copies_only_earlier_reviews_of_other_items(store, runtime, examples):
     later = 0
     for example in examples:
-        inp = harness.inputs("copy-peer", example)
+        inp = runtime.inputs("copy-peer", example)
         if not inp.prediction:
             continue
         peer, item = inp.parts["copied from"].removeprefix("peer ").split(", item ")
@@ -171,16 +171,16 @@ def test_copy_peer_copies_only_earlier_reviews_of_other_items(store, harness, ex
     assert later > 0
 
 
-def test_dpl_compares_with_representatives_reviews_before_the_target(harness, examples):
-    method = harness.method("dpl", examples)
+def test_dpl_compares_with_representatives_reviews_before_the_target(runtime, examples):
+    method = runtime.method("dpl", examples)
     for example in examples[:10]:
-        cutoff = harness.resources().cutoff(example)
+        cutoff = runtime.resources().cutoff(example)
         for _, reviews in method.compared_with(example):
             assert reviews and all(cutoff.allows(r) for r in reviews)
 
 
-def test_no_cutoff_lets_later_evidence_back_in(store, harness_on, examples):
-    loose = harness_on(store, peers={"cutoff": "none", "same_item": True})
+def test_no_cutoff_lets_later_evidence_back_in(store, runtime_on, examples):
+    loose = runtime_on(store, peers={"cutoff": "none", "same_item": True})
     assert all(not loose.inputs("copersona-np", e).dropped for e in examples)
 
 

@@ -1,0 +1,265 @@
+"""The runtime: a request (an :class:`~copersona.data.records.Example`) in, an answer out.
+
+Methods build inputs; the runtime generates for all of them the same way (batched, cached in the
+store, one decoding configuration) with the generator each method is entitled to: the shared base
+model, or the method's trained model (its adapter on the window it trained on, and the user's
+cached soft prompt). ``generate``, ``train``, ``evaluate``, the benchmarks and the server all
+answer through it; scoring and statistics live in :mod:`copersona.eval`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from copersona.backends import LLMSpec
+from copersona.backends.embed import Embedder
+from copersona.backends.llm import LLM, Request, SoftPrompt
+from copersona.config import HarnessConfig
+from copersona.data.records import Example
+from copersona.inference.loading import cached_llm, finetuned_backend, generator_spec, registered_models, store_embedder
+from copersona.methods import METHODS, Method, MethodInput, Resources, create, example_key, method_class
+from copersona.model.trained import TrainedModel
+from copersona.progress import Progress
+from copersona.retrieval.budget import Truncation
+from copersona.retrieval.cutoff import DroppedText
+from copersona.store.sqlite import Store
+
+# The answer ends where the model starts echoing the layout: a new turn or the item block's fields.
+STOP = ("<|im_start|>", "\nItem:", "\nRating:", "\nReview title:", "Write this customer's review")
+
+#: The generator named for reference rows.
+NO_GENERATOR = "none (no LLM)"
+
+
+@dataclass
+class Prediction:
+    """One method's answer for one example, with what shaped it."""
+
+    method: str
+    example: str
+    user_id: str
+    item_id: str
+    reference: str
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    cached: bool = False
+    notes: list[str] = field(default_factory=list)
+    truncations: list[Truncation] = field(default_factory=list)
+    dropped: list[DroppedText] = field(default_factory=list)  # other users' texts the evidence cutoff kept out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _whitespace_tokens(text: str) -> int:
+    return len(text.split())
+
+
+class Runtime:
+    """Methods over one store, one generator (created only if a method needs it) and one config."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: HarnessConfig,
+        *,
+        llm: Callable[[], LLM] | None,
+        embedder: Callable[[], Embedder],
+        progress: Progress | None = None,
+        models: dict[str, TrainedModel] | None = None,
+        base_generator: str | None = None,
+    ):
+        self.store = store
+        self.config = config
+        self.base_generator = base_generator or "the configured generator"
+        self._llm_factory = llm
+        self._llm: LLM | None = None
+        self._embedder_factory = functools.cache(embedder)  # one embedder, whatever the windows and variants
+        self.progress = progress or Progress()
+        self._methods: dict[str, Method] = {}
+        self._resources: dict[int | None, Resources] = {}
+        # Trained models by method: such a method generates with its model, on the window it trained on.
+        self.models = dict(models or {})
+        self._model_llm: tuple[str, LLM] | None = None
+        self.generated_with: dict[str, str] = {}
+
+    def variant(self, config: HarnessConfig | None = None, store: Store | None = None) -> Runtime:
+        """A runtime on another config or store that shares this one's generator, embedder and trained models."""
+        return Runtime(
+            store if store is not None else self.store,
+            config if config is not None else self.config,
+            llm=self.llm if self._llm_factory is not None else None,
+            embedder=self._embedder_factory,
+            progress=self.progress,
+            models=self.models,
+            base_generator=self.base_generator,
+        )
+
+    @property
+    def generator_id(self) -> str | None:
+        """The generator's model id if one was loaded (reference-only runs load none)."""
+        return self._llm.model_id if self._llm is not None else None
+
+    def generator_family(self, name: str) -> str | None:
+        """What generates for ``name``, as far as comparability goes (None: no LLM).
+
+        Rows are comparable when their families are equal: the same base model, or fine-tuned
+        adapters from the same base under the same training budget (the equal-budget comparison).
+        """
+        if not method_class(name).uses_generator:
+            return None
+        model = self.models.get(name)
+        if model is None:
+            return f"base {self.base_generator}"
+        budget = hashlib.sha256(json.dumps(model.config, sort_keys=True).encode()).hexdigest()[:12]
+        return f"fine-tuned from {model.base}, training budget {budget}"
+
+    def llm(self) -> LLM:
+        if self._llm is None:
+            if self._llm_factory is None:
+                raise RuntimeError("no generator configured")
+            self._llm = self._llm_factory()
+        return self._llm
+
+    def resources(self, window: int | None = None) -> Resources:
+        """Shared resources; budgets count the generator's tokens (words when there is no generator).
+
+        ``window`` overrides the generator's context window (a trained model's training window);
+        methods on the same window share one set of resources.
+        """
+        if window not in self._resources:
+            if self._llm_factory is not None:
+                backend = self.llm().backend
+                count, context = backend.count_tokens, backend.context_window
+            else:  # reference methods only: budgets are not used, word counts stand in
+                count, context = _whitespace_tokens, self.config.budget.reference_window
+            shared = next(iter(self._resources.values()), None)
+            self._resources[window] = Resources(
+                self.store,
+                self.config,
+                count_tokens=shared.count_tokens if shared is not None else count,
+                context_window=window or context,
+                embedder=self._embedder_factory,
+                llm=self.llm if self._llm_factory is not None else None,
+            )
+        return self._resources[window]
+
+    def method(self, name: str, examples: list[Example] | None = None) -> Method:
+        if name not in self._methods:
+            if method_class(name).soft_prompt is not None and name not in self.models:
+                raise ValueError(
+                    f"{name!r} needs a trained model: run `copersona train STORE --method {name} --out DIR`, "
+                    "or evaluate with --finetuned"
+                )
+            model = self.models.get(name)
+            method = create(name, self.resources(model.window if model is not None else None))
+            method.prepare(examples or [])
+            self._methods[name] = method
+        return self._methods[name]
+
+    def generator(self, name: str) -> LLM:
+        """The LLM that generates for ``name``: its trained model's, else the shared generator."""
+        model = self.models.get(name)
+        if model is None:
+            return self.llm()
+        if self._model_llm is None or self._model_llm[0] != model.key:
+            if self._model_llm is not None:  # one fine-tuned model in memory at a time
+                self._model_llm[1].backend.close()
+            self._model_llm = (model.key, LLM(finetuned_backend(model, self.config), cache=self.store))
+        return self._model_llm[1]
+
+    def soft_prompt(self, name: str, user_id: str) -> SoftPrompt | None:
+        """The user's cached soft prompt for a method with a personalizer (computed at training)."""
+        if METHODS[name].soft_prompt is None:
+            return None
+        model = self.models[name]
+        values = self.store.soft_prompt(model.key, user_id)
+        if values is None:
+            raise ValueError(
+                f"{model.key}: no soft prompt for user {user_id} in {self.store.path} "
+                "(the model was trained on another store, or the user was added after training)"
+            )
+        return SoftPrompt(key=f"{model.key}/{user_id}", values=values)
+
+    def inputs(self, name: str, example: Example) -> MethodInput:
+        return self.method(name, [example]).inputs(example)
+
+    def predict(self, name: str, examples: list[Example]) -> list[Prediction]:
+        """One prediction per example: generated in batches, or copied for reference methods."""
+        method = self.method(name, examples)
+        inputs = [method.inputs(e) for e in examples]
+        predictions = [
+            Prediction(
+                method=name,
+                example=example_key(e),
+                user_id=e.user_id,
+                item_id=e.target.item_id,
+                reference=e.target.text,
+                text=inp.prediction or "",
+                notes=inp.notes,
+                truncations=list(inp.truncations),
+                dropped=list(inp.dropped),
+            )
+            for e, inp in zip(examples, inputs)
+        ]
+        if not method.uses_generator:
+            self.generated_with[name] = NO_GENERATOR
+            return predictions
+        g = self.config.generation
+        requests = [
+            Request.chat(
+                inp.messages,
+                temperature=g.temperature,
+                max_tokens=inp.max_tokens,
+                seed=g.seed,
+                stop=STOP,
+                soft_prompt=self.soft_prompt(name, e.user_id),
+            )
+            for e, inp in zip(examples, inputs)
+        ]
+        llm = self.generator(name)
+        self.generated_with[name] = llm.model_id
+        with self.progress.stage(f"generating: {name}", total=len(requests)) as advance:
+            for start in range(0, len(requests), g.batch_size):
+                batch = slice(start, start + g.batch_size)
+                for prediction, completion in zip(predictions[batch], llm.generate(requests[batch])):
+                    prediction.text = completion.text.strip()
+                    prediction.prompt_tokens = completion.prompt_tokens
+                    prediction.completion_tokens = completion.completion_tokens
+                    prediction.seconds = completion.seconds
+                    prediction.cached = completion.cached
+                advance(len(requests[batch]))
+        return predictions
+
+
+def open_runtime(
+    store: Store,
+    config: HarnessConfig,
+    *,
+    with_generator: bool = True,
+    progress: Progress | None = None,
+    models: dict[str, TrainedModel] | None = None,
+) -> Runtime:
+    """A runtime whose generator and embedder load from the spec strings, when first needed.
+
+    Every method generates with the base model unless ``models`` names a trained model for it;
+    methods that cannot run without one (soft prompts) take the store's registered model
+    (``copersona train``) when ``models`` has none.
+    """
+    spec = generator_spec(store, config)
+    LLMSpec.parse(spec)  # a mistyped spec fails here, before any work
+    return Runtime(
+        store,
+        config,
+        llm=(lambda: cached_llm(store, spec)) if with_generator else None,
+        embedder=store_embedder(store),
+        progress=progress,
+        models={**registered_models(store), **(models or {})},
+        base_generator=spec,
+    )
