@@ -196,6 +196,12 @@ class BudgetConfig:
     per_review: int = _help("One retrieved review.", default=1024)
     history: int = _help("All retrieved reviews (and profile text) together.", default=1024)
     per_peer_facet: int = _help("One neighbour's facet package (summary and quotes).", default=512)
+    context_share: float = _help(
+        "Share of the prompt budget left after the system text and the query that a method's own "
+        "context (peers, profiles) is guaranteed: history is placed first, within the rest, and the "
+        "context then takes what is left. It binds only at small windows; 0 lets history take all.",
+        default=0.5,
+    )
     reference_window: int = _help("The window the budgets above were written for.", default=8192)
 
 

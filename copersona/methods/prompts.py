@@ -119,7 +119,9 @@ class PromptMethod(Method):
     """A generating method in the shared layout; subclasses add their context blocks.
 
     Budget priority: the system text and the target's query first, then the retrieved history,
-    then the method's context, so a tight window cuts context before it cuts the task.
+    then the method's context, so a tight window cuts context before it cuts the task; the
+    context is guaranteed ``budget.context_share`` of what the query leaves, so at a small window
+    history cannot crowd it out.
     """
 
     personal: ClassVar[bool] = True  # False: knows nothing about the user (length target included)
@@ -128,6 +130,11 @@ class PromptMethod(Method):
     def context(self, example: Example, budget: TokenBudget) -> Context:
         """The method's own blocks for the system message, the parts to explain, and notes."""
         return Context()
+
+    @property
+    def has_context(self) -> bool:
+        """Adds its own context (peers, profiles): then it is guaranteed ``budget.context_share``."""
+        return type(self).context is not PromptMethod.context
 
     def stored_texts(self, example: Example) -> list[str]:
         """Stored texts a request for ``example`` may place besides its history (counted offline)."""
@@ -161,7 +168,9 @@ class PromptMethod(Method):
             history = resources.retriever.retrieve(example.profile, example.target, self.config.retrieval.history_k)
             if not history:
                 notes.append("empty history: no past reviews to retrieve")
-            shots, placed = few_shot(history, words, budget)
+            share = self.config.budget.context_share if self.has_context else 0.0
+            with budget.reserving(share):
+                shots, placed = few_shot(history, words, budget)
             parts["history"] = "\n---\n".join(placed)
         context = self.context(example, budget)
         parts.update(context.parts)

@@ -5,18 +5,25 @@ autoregressively. With few held-out reviews per user that is little data, so, as
 allows, earlier profile reviews are added as targets too: review ``j`` of the profile is
 predicted from reviews ``1..j-1``. Their own histories hold only earlier reviews, but the user's
 facet states (and so the soft prompt) were built from the whole profile, which includes these
-targets; held-out targets (validation, test) never enter a facet state.
+targets. A soft prompt for such an example therefore hides the user's facets whose evidence
+rests on the target or a later review (:func:`hidden_facets`), so training sees what test time
+sees: facet states built from reviews before the target. Held-out targets (validation, test)
+never enter a facet state and hide nothing.
+
+Every method trains on the same target tokens: a target is cut only at ``target_limit(window)``,
+whatever the method's prompt, and prompts are cut to make room, so validation losses compare.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from copersona.data.records import Example
+from copersona.facets.records import FacetSummary, ReviewRef
 from copersona.methods import Method, example_key
 from copersona.model.soft_prompt import IGNORE_INDEX
 from copersona.store.sqlite import Store
@@ -61,24 +68,35 @@ class Sequence:
     user_id: str
     input_ids: list[int]
     labels: list[int]
-    truncated: bool  # the target was cut to fit the window
+    truncated: bool  # the target was cut at the window's target limit
+    hidden: list[int] = field(default_factory=list)  # the user's facets that rest on the target or later reviews
+
+    @property
+    def target_tokens(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
 
 
 def end_of_turn(tokenizer) -> str:
     return CHATML_END if CHATML_END in tokenizer.get_vocab() else tokenizer.eos_token
 
 
+def target_limit(window: int) -> int:
+    """The most target tokens a training example keeps: half the window, the same for every method."""
+    return window // 2
+
+
 def encode_example(method: Method, example: Example, tokenizer, max_length: int) -> Sequence:
     """The method's chat messages as the prompt, the target review (and end of turn) as the labels.
 
-    Methods build prompts for the training window, so only a target longer than what is left
-    is cut; a prompt that still overflows keeps its end (the request), losing the oldest context.
+    The target is cut only at :func:`target_limit`, never for the prompt's sake; methods build
+    prompts for the training window, and a prompt that still overflows keeps its end (the
+    request), losing the oldest context.
     """
     messages = method.inputs(example).messages
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     target_ids = tokenizer(example.target.text.strip() + end_of_turn(tokenizer), add_special_tokens=False)["input_ids"]
-    room = max(max_length - len(prompt_ids), max_length // 4)
+    room = target_limit(max_length)
     truncated = len(target_ids) > room
     target_ids = target_ids[:room]
     prompt_ids = prompt_ids[-(max_length - len(target_ids)) :]
@@ -91,8 +109,27 @@ def encode_example(method: Method, example: Example, tokenizer, max_length: int)
     )
 
 
-def collate(sequences: list[Sequence], pad_id: int, user_rows: dict[str, int] | None) -> dict[str, torch.Tensor]:
-    """Right-padded tensors of a micro-batch; ``users`` holds graph rows when a personalizer needs them."""
+def hidden_facets(example: Example, states: dict[str, FacetSummary], facet_keys: list[str]) -> list[int]:
+    """Indices (in ``facet_keys``) of the user's facets whose evidence reaches beyond ``example.profile``.
+
+    A facet state rests on the reviews its summary sentences and quotes came from; when one of them
+    is not in the example's profile (it is the target or written after it), the state would show
+    the model the answer, so its soft prompt hides it.
+    """
+    before = {ReviewRef.of(review) for review in example.profile}
+    return [
+        m
+        for m, key in enumerate(facet_keys)
+        if (state := states.get(key)) is not None
+        and any(ref not in before for ref in [*state.summary_sources, *state.quote_sources])
+    ]
+
+
+def collate(
+    sequences: list[Sequence], pad_id: int, user_rows: dict[str, int] | None, facets: int = 0
+) -> dict[str, torch.Tensor]:
+    """Right-padded tensors of a micro-batch; ``users`` holds graph rows when a personalizer needs them,
+    ``hidden`` ``(B, facets)`` the facets each example hides."""
     width = max(len(s.input_ids) for s in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     labels = torch.full((len(sequences), width), IGNORE_INDEX, dtype=torch.long)
@@ -105,4 +142,7 @@ def collate(sequences: list[Sequence], pad_id: int, user_rows: dict[str, int] | 
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
     if user_rows is not None:
         batch["users"] = torch.tensor([user_rows[s.user_id] for s in sequences])
+        batch["hidden"] = torch.zeros((len(sequences), facets), dtype=torch.bool)
+        for row, s in enumerate(sequences):
+            batch["hidden"][row, s.hidden] = True
     return batch

@@ -23,6 +23,8 @@ class PersonaGraph:
         levels: ``(N, M)`` int64 reliability levels (0 none ... 3 strong).
         profiles: ``(N, d)`` float32 profile embeddings (mean of the user's reviews), for DEP.
         edge_index: ``(2, E)`` int64, row 0 the neighbour, row 1 the user; ``N_u`` of Eq. 10.
+        placeholder: ``(d,)`` the state of a facet without evidence (the placeholder text's embedding;
+            zeros when no user of the store has one); hidden facets take it.
     """
 
     user_ids: list[str]
@@ -31,6 +33,11 @@ class PersonaGraph:
     levels: torch.Tensor
     profiles: torch.Tensor
     edge_index: torch.Tensor
+    placeholder: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.placeholder is None:
+            self.placeholder = torch.zeros(self.states.shape[-1], dtype=self.states.dtype, device=self.states.device)
 
     @property
     def index(self) -> dict[str, int]:
@@ -44,6 +51,7 @@ class PersonaGraph:
             self.levels.to(device),
             self.profiles.to(device),
             self.edge_index.to(device),
+            self.placeholder.to(device),
         )
 
     @classmethod
@@ -72,6 +80,7 @@ class PersonaGraph:
         if missing:
             raise ValueError(f"{store.path}: {len(missing)} users have facet states but no profile vector")
         profiles = profile_vectors[[rows[u] for u in user_ids]].astype(np.float32)
+        placeholder = store.placeholder_vector()
         return cls(
             user_ids=user_ids,
             facet_keys=facet_keys,
@@ -79,6 +88,7 @@ class PersonaGraph:
             levels=torch.from_numpy(level_array),
             profiles=torch.from_numpy(profiles),
             edge_index=anchor_neighbour_edges(state_array, level_array, neighbours),
+            placeholder=torch.from_numpy(placeholder) if placeholder is not None else None,
         )
 
 

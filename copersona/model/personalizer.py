@@ -60,14 +60,31 @@ class Personalizer(nn.Module):
             init_tokens=init_tokens,
         )
 
-    def forward(self, graph: PersonaGraph, rows: torch.Tensor) -> torch.Tensor:
+    def forward(self, graph: PersonaGraph, rows: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """Soft prompts of ``rows``; ``hidden`` ``(B, M)`` bool hides facets of each row's own user.
+
+        A training example whose target is one of the user's profile reviews hides the facets whose
+        evidence rests on that review or a later one (leave the target out, as at test time): they
+        take the placeholder state and level none. Rows with hidden facets are encoded one by one,
+        since one user may appear in a batch with different masks.
+        """
+        if hidden is not None and bool(hidden.any()):
+            return torch.cat([self._encode(graph, rows[b : b + 1], hidden[b]) for b in range(len(rows))])
+        return self._encode(graph, rows)
+
+    def _encode(self, graph: PersonaGraph, rows: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
         # One message-passing layer reads only the users' direct neighbours: encode that subgraph,
         # not the whole population, so a step costs the same for 300 users or 300,000.
         subset, edge_index, mapping, _ = k_hop_subgraph(
             rows, 1, graph.edge_index, relabel_nodes=True, num_nodes=len(graph.user_ids), flow="source_to_target"
         )
         if self.kind == "persona":
-            h = self.encoder(graph.states[subset], graph.levels[subset], edge_index)
+            states, levels = graph.states[subset], graph.levels[subset]
+            if hidden is not None and bool(hidden.any()):
+                states, levels = states.clone(), levels.clone()
+                states[mapping[0], hidden] = graph.placeholder
+                levels[mapping[0], hidden] = 0
+            h = self.encoder(states, levels, edge_index)
         else:
             h = self.encoder(graph.profiles[subset], edge_index)
         return self.projector(h[mapping])

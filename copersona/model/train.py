@@ -21,8 +21,10 @@ from pathlib import Path
 
 import torch
 
-from copersona.build import Progress
+from copersona.backends import LLMSpec
 from copersona.config import HarnessConfig, TrainingConfig
+from copersona.facets.records import FacetSummary
+from copersona.inference import generator_spec, store_embedder
 from copersona.methods import METHODS, Method, Resources, create
 from copersona.model.base_model import BaseModel, load_base_model
 from copersona.model.data import (
@@ -30,13 +32,15 @@ from copersona.model.data import (
     collate,
     encode_example,
     examples_digest,
+    hidden_facets,
     training_examples,
     validation_examples,
 )
 from copersona.model.graph_inputs import PersonaGraph
 from copersona.model.personalizer import Personalizer, init_token_embeddings
 from copersona.model.soft_prompt import prepend_soft_prompt
-from copersona.model.trained import MODEL_RECORD, TrainedModel, write_json_atomic
+from copersona.model.trained import MODEL_RECORD, TargetTokens, TrainedModel, write_json_atomic
+from copersona.progress import Progress
 from copersona.store.sqlite import Store
 
 CHECKPOINTS_KEPT = 2
@@ -52,6 +56,12 @@ def soft_prompt_window(config: TrainingConfig) -> int:
     The same for methods with and without soft prompts, so no method gets more text than another.
     """
     return config.max_length - config.personalizer.soft_prompt_length
+
+
+# How examples become sequences; part of the fingerprint, so a model trained under an older
+# encoding is not reused. 2: targets cut only at the window's target limit; soft prompts hide
+# facets resting on the target.
+ENCODING = 2
 
 
 class Trainer:
@@ -83,16 +93,13 @@ class Trainer:
 
     # -- data --------------------------------------------------------------------------------
     def _method(self, base: BaseModel) -> Method:
-        from copersona.backends import load_embedder
-
         tokenizer = base.tokenizer
-        pinned = self.store.get_meta("pinned_config") or {}
         resources = Resources(
             self.store,
             self.harness_config,
             count_tokens=lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0,
             context_window=soft_prompt_window(self.config),
-            embedder=lambda: load_embedder(pinned.get("embedder", "minilm")),
+            embedder=store_embedder(self.store),
         )
         return create(self.method_name, resources)
 
@@ -104,12 +111,24 @@ class Trainer:
         method = self._method(base)
         method.prepare(train + validation)
         window = soft_prompt_window(self.config)
+        states = self._facet_states() if self.encoder_kind == "persona" else None
         with self.progress.stage(f"encoding {self.method_name} inputs", total=len(train) + len(validation)) as advance:
             encoded = []
             for example in train + validation:
-                encoded.append(encode_example(method, example, base.tokenizer, window))
+                sequence = encode_example(method, example, base.tokenizer, window)
+                if states is not None:
+                    facet_keys, by_user = states
+                    sequence.hidden = hidden_facets(example, by_user.get(example.user_id, {}), facet_keys)
+                encoded.append(sequence)
                 advance(1)
         return encoded[: len(train)], encoded[len(train) :], examples_digest(train) + examples_digest(validation)
+
+    def _facet_states(self) -> tuple[list[str], dict[str, dict[str, FacetSummary]]]:
+        """The schema's facet keys and every user's facet states by key (their evidence sources)."""
+        by_user: dict[str, dict[str, FacetSummary]] = {}
+        for state in self.store.facet_states():
+            by_user.setdefault(state.user_id, {})[state.facet_key] = state
+        return [f.key for f in self.store.schema().facets], by_user
 
     def prepare(self) -> tuple[BaseModel, list[Sequence], list[Sequence], str]:
         """Loads the base model and encodes the data (once): base, train, validation, fingerprint."""
@@ -127,6 +146,7 @@ class Trainer:
             "data": data_digest,
             "training": self.config.to_dict(),
             "harness": {k: v for k, v in self.harness_config.to_dict().items() if k != "evaluation"},
+            "encoding": ENCODING,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -182,11 +202,12 @@ class Trainer:
         pad_id = base.tokenizer.pad_token_id
 
         def loss_of(sequences: list[Sequence]) -> torch.Tensor:
-            batch = {k: v.to(base.device) for k, v in collate(sequences, pad_id, user_rows).items()}
+            facets = len(graph.facet_keys) if graph is not None else 0
+            batch = {k: v.to(base.device) for k, v in collate(sequences, pad_id, user_rows, facets).items()}
             embeddings = model.get_input_embeddings()(batch["input_ids"])
             mask, labels = batch["attention_mask"], batch["labels"]
             if personalizer is not None:
-                soft = personalizer(graph, batch["users"])
+                soft = personalizer(graph, batch["users"], batch["hidden"])
                 embeddings, mask, labels = prepend_soft_prompt(embeddings, mask, soft, labels)
             return model(inputs_embeds=embeddings, attention_mask=mask, labels=labels).loss
 
@@ -247,7 +268,7 @@ class Trainer:
             if step % config.eval_every:
                 state.save(self.out / "checkpoints", step, curve, seconds)
             return None
-        return self._finish(base, model, personalizer, graph, fingerprint, curve, seconds, len(train), len(validation))
+        return self._finish(base, model, personalizer, graph, fingerprint, curve, seconds, train, validation)
 
     def _claim_folder(self, fingerprint: str) -> None:
         """Records what this folder trains; a folder that holds another run is an error, not overwritten."""
@@ -264,7 +285,7 @@ class Trainer:
             return
         write_json_atomic(record, {**identity, "config": self.config.to_dict()})
 
-    def _finish(self, base, model, personalizer, graph, fingerprint, curve, seconds, n_train, n_validation):
+    def _finish(self, base, model, personalizer, graph, fingerprint, curve, seconds, train, validation):
         from copersona.model.report import plot_curve
 
         model.save_pretrained(self.out / "adapter")
@@ -281,8 +302,14 @@ class Trainer:
             window=soft_prompt_window(self.config),
             soft_prompt_length=self.config.personalizer.soft_prompt_length if personalizer is not None else 0,
             steps=self.config.steps,
-            train_examples=n_train,
-            validation_examples=n_validation,
+            train_examples=len(train),
+            validation_examples=len(validation),
+            target_tokens=TargetTokens(
+                train=sum(q.target_tokens for q in train),
+                validation=sum(q.target_tokens for q in validation),
+                cut=sum(q.truncated for q in train + validation),
+                hiding=sum(bool(q.hidden) for q in train),
+            ),
             seconds=seconds,
             config=self.config.to_dict(),
             curve=curve,
@@ -302,7 +329,7 @@ class Trainer:
         """The adapter as a llama.cpp LoRA GGUF when the base is a GGUF model llama.cpp runs."""
         from copersona.model.gguf_lora import UnsupportedAdapterError, export_lora_gguf
 
-        if self.base_spec.startswith(("hf:", "openai:")):
+        if LLMSpec.parse(self.base_spec).gguf is None:  # llama.cpp runs GGUF bases only
             return None
         try:
             export_lora_gguf(self.out / "adapter", self.out / "adapter.gguf")
@@ -335,6 +362,31 @@ def train_or_reuse(
     trainer.out = folder
     trained = trainer.run()
     assert trained is not None  # run() returns None only when stopped early
+    return trained
+
+
+def train_equal_budget(
+    store: Store,
+    methods: list[str],
+    models_root: str | Path,
+    config: TrainingConfig,
+    harness_config: HarnessConfig,
+    *,
+    given: dict[str, TrainedModel] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, TrainedModel]:
+    """The equal-budget fine-tuned plan: one model per generating method, all under ``config``'s budget.
+
+    Methods in ``given`` keep their model; every other method that generates is trained (or its
+    model reused) by :func:`train_or_reuse` from the runtime's base generator.
+    """
+    base = generator_spec(store, harness_config)
+    trained = dict(given or {})
+    for name in methods:
+        if METHODS[name].uses_generator and name not in trained:
+            trained[name] = train_or_reuse(
+                store, name, models_root, config, harness_config, base=base, progress=progress
+            )
     return trained
 
 

@@ -10,6 +10,23 @@ from pathlib import Path
 MODEL_RECORD = "model.json"
 
 
+@dataclass(frozen=True)
+class TargetTokens:
+    """What a model was trained and validated on, in target tokens: equal across methods of one
+    budget (targets are cut only at the window's target limit), so their validation losses compare.
+
+    Attributes:
+        train / validation: target tokens over the training / validation examples.
+        cut: targets cut at the target limit (the same ones for every method).
+        hiding: training examples whose soft prompt hid facets resting on their target (0 without one).
+    """
+
+    train: int
+    validation: int
+    cut: int
+    hiding: int = 0
+
+
 @dataclass
 class TrainedModel:
     """What a finished training run produced; ``model.json`` is written last, so it marks completion.
@@ -38,7 +55,12 @@ class TrainedModel:
     config: dict
     curve: list[dict] = field(default_factory=list)
     llama_cpp_adapter: str | None = None  # file name of the GGUF LoRA inside the folder, when exported
+    target_tokens: TargetTokens | None = None  # None: trained before target tokens were recorded
     path: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_tokens, dict):  # as read from model.json
+            self.target_tokens = TargetTokens(**self.target_tokens)
 
     @property
     def key(self) -> str:

@@ -7,7 +7,8 @@ Every cut is recorded, so a report can say how often and how much context was lo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from copersona.config import BudgetConfig
@@ -38,6 +39,7 @@ class TokenBudget:
     scale: float = 1.0
     truncations: list[Truncation] = field(default_factory=list)
     used: int = 0
+    reserved: int = 0  # tokens held back for a component placed later
 
     @classmethod
     def for_window(
@@ -52,7 +54,20 @@ class TokenBudget:
 
     @property
     def remaining(self) -> int:
-        return max(self.limit("total") - self.used, 0)
+        return max(self.limit("total") - self.used - self.reserved, 0)
+
+    @contextmanager
+    def reserving(self, share: float) -> Iterator[None]:
+        """Inside, ``share`` of what remains is held back for what is placed after the block.
+
+        The guaranteed share of a later component: at a small window, history placed first would
+        otherwise leave nothing for the method's own context (peers, profiles).
+        """
+        self.reserved = int(share * self.remaining)
+        try:
+            yield
+        finally:
+            self.reserved = 0
 
     def charge(self, text: str) -> bool:
         """Charge fixed text (headers, layout) against the total if it fits whole; False if it does not."""

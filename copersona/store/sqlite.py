@@ -414,6 +414,11 @@ class Store:
         ).fetchall()
         return [r[0] for r in rows], _matrix([r[1] for r in rows]), [r[2] for r in rows]
 
+    def placeholder_vector(self) -> np.ndarray | None:
+        """The embedding of the neutral placeholder text (what a facet without evidence holds), if any user has one."""
+        row = self._db.execute("SELECT vector FROM facet_states WHERE placeholder = 1 LIMIT 1").fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
+
     def backup(self, path: str | Path) -> None:
         """A consistent copy of the whole store at ``path`` (SQLite's online backup)."""
         with sqlite3.connect(str(path)) as target:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -263,6 +264,30 @@ def test_personalizer_on_a_batch_matches_the_whole_graph(request, graph_source, 
             torch.testing.assert_close(batch, everyone[rows], rtol=1e-5, atol=1e-6)
     # The users differ (the comparison above is not between identical prompts).
     assert (everyone - everyone.mean(dim=0)).abs().max() > 1e-3
+
+
+def test_hidden_facets_take_the_placeholder_only_for_their_own_example(real_graph):
+    torch.manual_seed(0)
+    personalizer = Personalizer("persona", real_graph, hidden_size=12, settings=SETTINGS).eval()
+    with torch.no_grad():
+        personalizer.encoder.gate.z0.fill_(-1.0)
+    rows = torch.tensor([3, 3, 5])
+    hidden = torch.zeros((3, len(real_graph.facet_keys)), dtype=torch.bool)
+    with torch.no_grad():
+        plain = personalizer(real_graph, rows)
+        torch.testing.assert_close(personalizer(real_graph, rows, hidden), plain)  # nothing hidden: the same
+        hidden[0, :2] = True  # the first example of user 3 hides two facets; the second example does not
+        masked = personalizer(real_graph, rows, hidden)
+        # What hiding means: the user's own state on those facets is the placeholder, at level none.
+        graph = copy.copy(real_graph)
+        graph.states, graph.levels = real_graph.states.clone(), real_graph.levels.clone()
+        graph.states[3, :2], graph.levels[3, :2] = real_graph.placeholder, 0
+        expected = personalizer(graph, rows[:1])
+    torch.testing.assert_close(masked[0], expected[0])
+    assert (masked[0] - plain[0]).abs().max() > 1e-4
+    torch.testing.assert_close(masked[1:], plain[1:])
+    # The real store has placeholder facets, so the hidden state is the placeholder text's embedding.
+    assert real_graph.placeholder.abs().sum() > 0
 
 
 def test_unknown_encoder_or_gate_is_refused():

@@ -18,7 +18,7 @@ pytest.importorskip("transformers", reason="needs transformers")
 pytest.importorskip("torch_geometric", reason="needs torch_geometric")
 
 from copersona.config import HarnessConfig, TrainingConfig  # noqa: E402
-from copersona.model.data import training_examples, validation_examples  # noqa: E402
+from copersona.model.data import hidden_facets, training_examples, validation_examples  # noqa: E402
 from copersona.model.graph_inputs import PersonaGraph  # noqa: E402
 from copersona.model.personalizer import Personalizer  # noqa: E402
 from copersona.model.train import Trainer, TrainingError, train_or_reuse  # noqa: E402
@@ -121,6 +121,7 @@ def test_trained_model_folder_and_record(trained, models_root):
     assert trained.encoder == "persona" and trained.soft_prompt_length == L
     assert trained.window == DETERMINISTIC.max_length - L and trained.steps == DETERMINISTIC.steps
     assert trained.train_examples == 2 and trained.validation_examples == 2
+    assert trained.target_tokens.train > 0 and trained.target_tokens.validation > 0  # recorded in model.json
     # Validation at the start and every eval_every steps, one train loss per step.
     assert [p["step"] for p in trained.curve] == [0, 1, 2, 3, 4]
     assert [p["validation_loss"] is not None for p in trained.curve] == [True, False, True, False, True]
@@ -250,6 +251,50 @@ def test_training_examples_predict_from_strictly_earlier_reviews(store):
         # No validation or test target is trained on or read while training.
         assert (e.user_id, target.item_id, target.timestamp) not in evaluated
         assert not any((e.user_id, p.item_id, p.timestamp) in evaluated for p in e.profile)
+
+
+def test_soft_prompts_of_profile_targets_hide_the_facets_resting_on_them(store):
+    examples = training_examples(store)
+    held_out = len(store.examples("train"))
+    keys = [f.key for f in store.schema().facets]
+    states = {}
+    for state in store.facet_states():
+        states.setdefault(state.user_id, {})[state.facet_key] = state
+    hidden = [hidden_facets(e, states[e.user_id], keys) for e in examples]
+    assert not any(hidden[:held_out])  # a held-out target is in no facet state: nothing to hide
+    assert any(hidden[held_out:])
+    for example, facets in zip(examples[held_out:], hidden[held_out:]):
+        before = {(r.item_id, r.timestamp) for r in example.profile}
+        for m, key in enumerate(keys):
+            state = states[example.user_id][key]
+            sources = {(r.item_id, r.timestamp) for r in [*state.summary_sources, *state.quote_sources]}
+            assert (m in facets) == (not sources <= before)
+            if (example.target.item_id, example.target.timestamp) in sources:
+                assert m in facets  # the target's own text never reaches its soft prompt
+
+
+def test_every_method_trains_on_the_same_target_tokens(store):
+    from transformers import AutoTokenizer
+
+    from copersona.inference import store_embedder
+    from copersona.methods import create
+    from copersona.methods.base import Resources
+    from copersona.model.base_model import checkpoint_for
+    from copersona.model.data import encode_example
+
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_for("smollm2")))
+    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0  # noqa: E731
+    examples = sorted(training_examples(store), key=lambda e: -len(e.target.text))[:3]  # the longest targets
+    resources = Resources(
+        store, HarnessConfig(), count_tokens=count, context_window=192, embedder=store_embedder(store)
+    )
+    labels = {}
+    for name in ("nonperso", "rag", "pag", "copersona-np"):
+        method = create(name, resources)
+        method.prepare(examples)
+        labels[name] = [[t for t in encode_example(method, e, tokenizer, 192).labels if t >= 0] for e in examples]
+    assert all(labels[name] == labels["nonperso"] for name in labels)
+    assert max(len(t) for t in labels["nonperso"]) == 96  # the longest were cut at half the window, for every method
 
 
 def test_validation_examples_are_the_first_users_validation_targets(store):
