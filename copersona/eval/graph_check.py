@@ -161,7 +161,7 @@ def check_graph(
         layer: dict[str, list[str]] = {}
         for edge in store.edges(facet_key=facet.key):
             if (
-                edge.source in sims.targets
+                edge.source in sims.row
                 and edge.target in reviews
                 and len(layer.setdefault(edge.source, [])) < neighbours
             ):
