@@ -33,6 +33,7 @@ from copersona.facets.records import FacetSchema
 from copersona.facets.summarize import AbstractiveSummarizer, ExtractiveSummarizer, Summarizer
 from copersona.graph.multiplex import build_graph
 from copersona.progress import Progress
+from copersona.store.records import RunRecord
 from copersona.store.sqlite import Store, StoreError
 
 
@@ -58,7 +59,9 @@ class Backends:
 
 @dataclass
 class BuildResult:
-    stages: dict[str, dict] = field(default_factory=dict)
+    """The run record of every stage this build ran, by stage name."""
+
+    stages: dict[str, RunRecord] = field(default_factory=dict)
 
 
 # Profiles embedded and written per transaction (a killed build keeps what it embedded).
@@ -118,7 +121,7 @@ class Build:
         # The rest (graph settings, say) may change between runs; the latest run's config is kept.
         self.store.set_meta("build_config", self.config.to_dict())
 
-    def _stage(self, name: str, work: Callable[[], dict]) -> dict:
+    def _stage(self, name: str, work: Callable[[], dict]) -> RunRecord:
         run_id = self.store.start_run(name)
         started = time.perf_counter()
         try:
@@ -130,7 +133,7 @@ class Build:
             raise
         details["seconds"] = round(time.perf_counter() - started, 3)
         self.store.finish_run(run_id, "done", details)
-        return details
+        return self.store.run(run_id)
 
     # -- stages ------------------------------------------------------------------------------
     def load(self, data_path: str | Path) -> dict:

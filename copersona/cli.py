@@ -125,9 +125,9 @@ def build(
         table = Table(title=f"build of {store}")
         for column in ("stage", "seconds", "details"):
             table.add_column(column)
-        for stage, details in result.stages.items():
-            brief = {k: v for k, v in details.items() if k not in ("seconds", "report", "llm")}
-            table.add_row(stage, f"{details.get('seconds', 0):.1f}", json.dumps(brief)[:160])
+        for stage, run in result.stages.items():
+            brief = {k: v for k, v in run.details.items() if k not in ("seconds", "report", "llm")}
+            table.add_row(stage, f"{run.details.get('seconds', 0):.1f}", json.dumps(brief)[:160])
         console.print(table)
 
 
@@ -469,7 +469,7 @@ def train(
         if register:
             db.register_trained_model(trained.method, trained.key, str(out.resolve()))
     summary = trained.summary()
-    first, last = summary["initial_validation_loss"], summary["final_validation_loss"]
+    first, last = summary.initial_validation_loss, summary.final_validation_loss
     losses = f"validation loss {first:.4f} -> {last:.4f}" if first is not None else "no validation examples"
     console.print(
         f"trained {trained.key}: {trained.steps} steps in {trained.seconds / 60:.1f} min; {losses}; "

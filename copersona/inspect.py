@@ -50,14 +50,7 @@ def overview(store: Store) -> dict:
         "fallbacks": dict(Counter(s.fallback.split(":")[0] for s in states if s.fallback)),
         "llm_cache": store.cache_stats(),
         "load": [{k: v for k, v in r.items() if k != "issues"} for r in store.load_reports()],
-        "runs": [
-            {
-                "stage": r["stage"],
-                "status": r["status"],
-                "seconds": round(r["finished"] - r["started"], 2) if r["finished"] else None,
-            }
-            for r in store.runs()
-        ],
+        "runs": [{"stage": r.stage, "status": r.status, "seconds": r.seconds} for r in store.runs()],
     }
 
 

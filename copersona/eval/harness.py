@@ -20,6 +20,7 @@ from copersona.eval.stats import Comparison, Estimate, bootstrap, paired_differe
 from copersona.inference import Prediction, Runtime
 from copersona.methods import METHODS, example_key
 from copersona.methods.prompts import item_block
+from copersona.model.trained import ModelSummary
 from copersona.store.sqlite import Store
 
 PRIMARY_METRIC = "rouge1"
@@ -49,7 +50,7 @@ class Evaluation:
     judge_failures: dict[str, int] = field(default_factory=dict)
     primary_metric: str = PRIMARY_METRIC
     generators: dict[str, str] = field(default_factory=dict)  # method -> the model id that generated for it
-    models: dict[str, dict] = field(default_factory=dict)  # method -> its trained model's summary
+    models: dict[str, ModelSummary] = field(default_factory=dict)  # method -> its trained model's summary
     families: dict[str, str | None] = field(default_factory=dict)  # method -> generator_family (None: no LLM)
     mixed: bool = False  # methods ran on different generator families (allowed with allow_mixed)
 

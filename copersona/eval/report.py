@@ -69,7 +69,7 @@ def results_dict(evaluation: Evaluation) -> dict:
         "metric_configs": evaluation.metric_configs,
         "config": evaluation.config,
         "generators": evaluation.generators,
-        "models": evaluation.models,
+        "models": {name: summary.to_dict() for name, summary in evaluation.models.items()},
     }
 
 
@@ -151,18 +151,20 @@ def markdown(evaluation: Evaluation, title: str = "Evaluation") -> str:
             "Each method below generated with its own fine-tuned adapter (and soft prompts where it has a "
             "personalizer); the rest used the base generator.",
             "",
-            "| Method | steps x batch | window | train examples | training time | validation loss (first -> last) "
-            "| generator |",
-            "|---|---|---|---|---|---|---|",
+            "| Method | steps x batch | window | train examples | target tokens (train / validation) | training time "
+            "| validation loss (first -> last) | generator |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, model in evaluation.models.items():
-            training = model["config"]
-            first, last = model["initial_validation_loss"], model["final_validation_loss"]
+            first, last = model.initial_validation_loss, model.final_validation_loss
             losses = f"{first:.3f} -> {last:.3f}" if first is not None and last is not None else "n/a"
-            window = f"{model['window']} (+{model['soft_prompt_length']} virtual)"
+            window = f"{model.window} (+{model.soft_prompt_length} virtual)"
+            targets = (
+                f"{model.target_tokens.train:,} / {model.target_tokens.validation:,}" if model.target_tokens else "n/a"
+            )
             lines.append(
-                f"| {name} | {model['steps']} x {training['batch_size']} | {window} | {model['train_examples']} "
-                f"| {model['seconds'] / 60:.1f} min | {losses} | `{evaluation.generators.get(name, '')}` |"
+                f"| {name} | {model.steps} x {model.batch_size} | {window} | {model.train_examples} | {targets} "
+                f"| {model.seconds / 60:.1f} min | {losses} | `{evaluation.generators.get(name, '')}` |"
             )
     lines += ["", "## Run", ""]
     for name in evaluation.methods:

@@ -17,6 +17,7 @@ import math
 import os
 import random
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -39,7 +40,7 @@ from copersona.model.data import (
 from copersona.model.graph_inputs import PersonaGraph
 from copersona.model.personalizer import Personalizer, init_token_embeddings
 from copersona.model.soft_prompt import prepend_soft_prompt
-from copersona.model.trained import MODEL_RECORD, TargetTokens, TrainedModel, write_json_atomic
+from copersona.model.trained import MODEL_RECORD, CurvePoint, TargetTokens, TrainedModel, write_json_atomic
 from copersona.progress import Progress
 from copersona.store.sqlite import Store
 
@@ -228,7 +229,7 @@ class Trainer:
             return total / max(tokens, 1)
 
         if step == 0 and validation:
-            curve.append({"step": 0, "train_loss": None, "validation_loss": validation_loss(), "lr": 0.0})
+            curve.append(CurvePoint(step=0, train_loss=None, validation_loss=validation_loss(), lr=0.0))
         order = DataOrder(len(train), config.seed)
         accumulation = config.batch_size // config.micro_batch_size
         model.train()
@@ -255,9 +256,9 @@ class Trainer:
                 step += 1
                 seconds += time.perf_counter() - started
                 recent.append(step_loss)
-                point = {"step": step, "train_loss": step_loss, "validation_loss": None, "lr": lr}
+                point = CurvePoint(step=step, train_loss=step_loss, validation_loss=None, lr=lr)
                 if step % config.eval_every == 0 or step == config.steps:
-                    point["validation_loss"] = validation_loss() if validation else None
+                    point.validation_loss = validation_loss() if validation else None
                     curve.append(point)
                     state.save(self.out / "checkpoints", step, curve, seconds)
                 else:
@@ -291,7 +292,7 @@ class Trainer:
         model.save_pretrained(self.out / "adapter")
         if personalizer is not None:
             torch.save(personalizer.state_dict(), self.out / "personalizer.pt")
-        write_json_atomic(self.out / "curve.json", curve)
+        write_json_atomic(self.out / "curve.json", [asdict(p) for p in curve])
         plot_curve(curve, self.out / "curve.png", title=f"{self.method_name}: training on {self.store.path.name}")
         trained = TrainedModel(
             method=self.method_name,
@@ -430,13 +431,13 @@ class TrainingState:
         self.model, self.personalizer = model, personalizer
         self.optimizer, self.scheduler = optimizer, scheduler
 
-    def save(self, folder: Path, step: int, curve: list[dict], seconds: float) -> None:
+    def save(self, folder: Path, step: int, curve: list[CurvePoint], seconds: float) -> None:
         from peft import get_peft_model_state_dict
 
         folder.mkdir(parents=True, exist_ok=True)
         state = {
             "step": step,
-            "curve": curve,
+            "curve": [asdict(p) for p in curve],
             "seconds": seconds,
             "adapter": get_peft_model_state_dict(self.model),
             "personalizer": self.personalizer.state_dict() if self.personalizer is not None else None,
@@ -453,7 +454,7 @@ class TrainingState:
         for old in sorted(folder.glob("step-*.pt"))[:-CHECKPOINTS_KEPT]:
             old.unlink()
 
-    def resume(self, folder: Path) -> tuple[int, list[dict], float]:
+    def resume(self, folder: Path) -> tuple[int, list[CurvePoint], float]:
         """Restores the newest checkpoint; returns (step, curve, training seconds), zeros for a new run."""
         from peft import set_peft_model_state_dict
 
@@ -470,4 +471,4 @@ class TrainingState:
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         random.setstate(state["python_rng"])
-        return state["step"], state["curve"], state["seconds"]
+        return state["step"], [CurvePoint(**p) for p in state["curve"]], state["seconds"]

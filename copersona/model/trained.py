@@ -28,6 +28,42 @@ class TargetTokens:
 
 
 @dataclass
+class CurvePoint:
+    """One optimizer step of a training curve; step 0 is the untrained model (no train loss), and the
+    validation loss is there only at evaluation steps."""
+
+    step: int
+    train_loss: float | None
+    validation_loss: float | None
+    lr: float
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What a report shows about a trained model: its record without the curve, with first and last
+    validation losses."""
+
+    method: str
+    base: str
+    fingerprint: str
+    encoder: str | None
+    window: int
+    soft_prompt_length: int
+    steps: int
+    batch_size: int
+    train_examples: int
+    validation_examples: int
+    seconds: float
+    initial_validation_loss: float | None
+    final_validation_loss: float | None
+    target_tokens: TargetTokens | None
+    config: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
 class TrainedModel:
     """What a finished training run produced; ``model.json`` is written last, so it marks completion.
 
@@ -53,7 +89,7 @@ class TrainedModel:
     validation_examples: int
     seconds: float
     config: dict
-    curve: list[dict] = field(default_factory=list)
+    curve: list[CurvePoint] = field(default_factory=list)
     llama_cpp_adapter: str | None = None  # file name of the GGUF LoRA inside the folder, when exported
     target_tokens: TargetTokens | None = None  # None: trained before target tokens were recorded
     path: str = ""
@@ -61,6 +97,7 @@ class TrainedModel:
     def __post_init__(self) -> None:
         if isinstance(self.target_tokens, dict):  # as read from model.json
             self.target_tokens = TargetTokens(**self.target_tokens)
+        self.curve = [CurvePoint(**p) if isinstance(p, dict) else p for p in self.curve]
 
     @property
     def key(self) -> str:
@@ -80,17 +117,28 @@ class TrainedModel:
         return self.folder / "personalizer.pt"
 
     @property
-    def final_validation_loss(self) -> float | None:
-        losses = [point["validation_loss"] for point in self.curve if point.get("validation_loss") is not None]
-        return losses[-1] if losses else None
+    def validation_losses(self) -> list[float]:
+        return [p.validation_loss for p in self.curve if p.validation_loss is not None]
 
-    def summary(self) -> dict:
-        """What a report shows about the model: the record without the curve, and first and last losses."""
-        record = {k: v for k, v in asdict(self).items() if k != "curve"}
-        losses = [p["validation_loss"] for p in self.curve if p.get("validation_loss") is not None]
-        record["initial_validation_loss"] = losses[0] if losses else None
-        record["final_validation_loss"] = losses[-1] if losses else None
-        return record
+    def summary(self) -> ModelSummary:
+        losses = self.validation_losses
+        return ModelSummary(
+            method=self.method,
+            base=self.base,
+            fingerprint=self.fingerprint,
+            encoder=self.encoder,
+            window=self.window,
+            soft_prompt_length=self.soft_prompt_length,
+            steps=self.steps,
+            batch_size=self.config["batch_size"],
+            train_examples=self.train_examples,
+            validation_examples=self.validation_examples,
+            seconds=self.seconds,
+            initial_validation_loss=losses[0] if losses else None,
+            final_validation_loss=losses[-1] if losses else None,
+            target_tokens=self.target_tokens,
+            config=self.config,
+        )
 
     def save(self) -> None:
         record = {k: v for k, v in asdict(self).items() if k != "path"}

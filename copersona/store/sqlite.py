@@ -23,6 +23,7 @@ from copersona.data.records import Example, Interaction, User
 from copersona.data.split import examples_for_user, heldout_ranks, split_of_rank
 from copersona.facets.records import ClusterEvidence, Facet, FacetSchema, FacetSummary, ReviewRef, source_of
 from copersona.graph.records import Edge, Neighbour, rank_neighbours
+from copersona.store.records import RunRecord
 
 SCHEMA_VERSION = 3
 
@@ -189,26 +190,24 @@ class Store:
                 (time.time(), status, json.dumps(details), run_id),
             )
 
-    def runs(self, stage: str | None = None) -> list[dict]:
+    def runs(self, stage: str | None = None) -> list[RunRecord]:
         query = "SELECT run_id, stage, started, finished, status, details FROM runs"
         rows = self._db.execute(
             query + (" WHERE stage = ?" if stage else "") + " ORDER BY run_id", (stage,) if stage else ()
         )
-        return [
-            {
-                "run_id": r[0],
-                "stage": r[1],
-                "started": r[2],
-                "finished": r[3],
-                "status": r[4],
-                "details": json.loads(r[5]),
-            }
-            for r in rows
-        ]
+        return [RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    def run(self, run_id: int) -> RunRecord:
+        row = self._db.execute(
+            "SELECT run_id, stage, started, finished, status, details FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: no run {run_id}")
+        return RunRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
 
     def load_reports(self) -> list[dict]:
         """What each load read, kept and dropped (with reasons, files and lines)."""
-        return [r["details"]["report"] for r in self.runs("load") if "report" in r["details"]]
+        return [r.details["report"] for r in self.runs("load") if "report" in r.details]
 
     # -- users and interactions -----------------------------------------------------------
     def write_users(self, users: Iterable[User], holdout_k: int) -> int:

@@ -22,7 +22,7 @@ from copersona.model.data import hidden_facets, training_examples, validation_ex
 from copersona.model.graph_inputs import PersonaGraph  # noqa: E402
 from copersona.model.personalizer import Personalizer  # noqa: E402
 from copersona.model.train import Trainer, TrainingError, train_or_reuse  # noqa: E402
-from copersona.model.trained import MODEL_RECORD, TrainedModel  # noqa: E402
+from copersona.model.trained import MODEL_RECORD, CurvePoint, TrainedModel  # noqa: E402
 from copersona.store.sqlite import Store  # noqa: E402
 
 L = 4  # virtual tokens
@@ -96,7 +96,7 @@ def trained(store, models_root) -> TrainedModel:
 def test_steps_lower_the_loss_on_the_batch_they_train_on(trained):
     # train_examples == batch_size: every step sees the same two sequences, the first step's loss is
     # the untrained model's and the last step's the model's after three updates on exactly that batch.
-    losses = [p["train_loss"] for p in trained.curve if p["train_loss"] is not None]
+    losses = [p.train_loss for p in trained.curve if p.train_loss is not None]
     assert len(losses) == DETERMINISTIC.steps and all(np.isfinite(losses))
     assert losses[-1] < 0.9 * losses[0], losses
 
@@ -123,9 +123,9 @@ def test_trained_model_folder_and_record(trained, models_root):
     assert trained.train_examples == 2 and trained.validation_examples == 2
     assert trained.target_tokens.train > 0 and trained.target_tokens.validation > 0  # recorded in model.json
     # Validation at the start and every eval_every steps, one train loss per step.
-    assert [p["step"] for p in trained.curve] == [0, 1, 2, 3, 4]
-    assert [p["validation_loss"] is not None for p in trained.curve] == [True, False, True, False, True]
-    assert json.loads((folder / "curve.json").read_text()) == trained.curve
+    assert [p.step for p in trained.curve] == [0, 1, 2, 3, 4]
+    assert [p.validation_loss is not None for p in trained.curve] == [True, False, True, False, True]
+    assert [CurvePoint(**p) for p in json.loads((folder / "curve.json").read_text())] == trained.curve
 
 
 # -- soft prompts ---------------------------------------------------------------------------------------
@@ -203,12 +203,13 @@ def test_resumed_run_equals_the_uninterrupted_one(store, tmp_path, uninterrupted
 
     resumed = Trainer(store, "copersona-p", tmp_path, RESUMABLE, HarnessConfig()).run()  # a new process's view
     assert resumed is not None and resumed.fingerprint == uninterrupted.fingerprint
-    assert [p["step"] for p in resumed.curve] == [p["step"] for p in uninterrupted.curve] == [0, 1, 2, 3, 4]
+    assert [p.step for p in resumed.curve] == [p.step for p in uninterrupted.curve] == [0, 1, 2, 3, 4]
     for mine, theirs in zip(resumed.curve, uninterrupted.curve):
         for loss in ("train_loss", "validation_loss"):
-            assert (mine[loss] is None) == (theirs[loss] is None)
-            if mine[loss] is not None:
-                assert mine[loss] == pytest.approx(theirs[loss], rel=1e-6, abs=1e-6), (mine, theirs)
+            ours, reference = getattr(mine, loss), getattr(theirs, loss)
+            assert (ours is None) == (reference is None)
+            if ours is not None:
+                assert ours == pytest.approx(reference, rel=1e-6, abs=1e-6), (mine, theirs)
     adapter, personalizer = _weights(tmp_path)
     adapter_a, personalizer_a = _weights(uninterrupted.folder)
     _assert_same(adapter, adapter_a)
