@@ -113,7 +113,7 @@ class Build:
     # -- plumbing ----------------------------------------------------------------------------
     def _check_config(self) -> None:
         pinned, stored = _pinned(self.config), self.store.get_meta("pinned_config")
-        if stored is None:
+        if stored is None or self.store.count("interactions") == 0:  # nothing was built on the old pins yet
             self.store.set_meta("pinned_config", pinned)
         elif stored != pinned:
             changed = sorted(k for k in set(stored) | set(pinned) if stored.get(k) != pinned.get(k))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,6 +66,15 @@ class RichProgress:
         console.print(text, style="dim")
 
 
+def writable_folder(path: Path) -> None:
+    """``path`` is a folder, or can become one, that this user may write: checked before long work."""
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path}: a file, not a folder for results")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise PermissionError(f"{path}: cannot be written here ({existing} is not a writable folder)")
+
+
 def _config(
     path: Optional[Path],
     llm: Optional[str],
@@ -82,6 +92,7 @@ def _config(
         config.embedder = embedder
     if summarizer:
         config.summary.summarizer = summarizer
+    config.validate()
     return config
 
 
@@ -105,21 +116,23 @@ def build(
     store: Annotated[Path, typer.Option(help="The store file (SQLite); created or resumed.")],
     config: Annotated[Optional[Path], typer.Option(help="Config file (TOML or JSON); see `copersona config`.")] = None,
     limit_users: Annotated[
-        Optional[int], typer.Option(help="Keep at most N users (first by id) after filtering.")
+        Optional[int], typer.Option(min=1, help="Keep at most N users (first by id) after filtering.")
     ] = None,
     llm: Annotated[
         Optional[str], typer.Option(help="LLM spec: smollm2, llamacpp:PATH, openai:MODEL@URL, hf:PATH.")
     ] = None,
     embedder: Annotated[Optional[str], typer.Option(help="Embedder spec: minilm or st:NAME_OR_PATH.")] = None,
     summarizer: Annotated[Optional[str], typer.Option(help="extractive (default) or abstractive.")] = None,
-    batch_users: Annotated[int, typer.Option(help="Users whose facet states are written per transaction.")] = 32,
+    batch_users: Annotated[int, typer.Option(min=1, help="Users whose facet states are written per transaction.")] = 32,
 ) -> None:
     """Build (or resume) the persona graph of DATA into STORE."""
     from copersona.build import Build
     from copersona.store.sqlite import Store
 
     build_config = _config(config, llm, embedder, summarizer, limit_users)
-    with Store(store) as db:
+    if not data.exists():  # before the store is created: a typo must not leave an empty store behind
+        raise FileNotFoundError(f"{data}: no such data file or folder")
+    with Store(store, create=True) as db:
         runner = Build(db, build_config, backends_for(build_config), RichProgress())
         result = runner.run(data, batch_users=batch_users)
         table = Table(title=f"build of {store}")
@@ -129,6 +142,8 @@ def build(
             brief = {k: v for k, v in run.details.items() if k not in ("seconds", "report", "llm")}
             table.add_row(stage, f"{run.details.get('seconds', 0):.1f}", json.dumps(brief)[:160])
         console.print(table)
+        if "load" in result.stages and "report" in result.stages["load"].details:
+            _print_load_problems(console, result.stages["load"].details["report"])
 
 
 @app.command()
@@ -188,10 +203,23 @@ def _print_overview(data: dict) -> None:
             f"load {load['source']}: read {load['read']}, kept {load['kept']}, dropped {load['dropped']}, "
             f"kept with caveats {load.get('flagged') or {}}"
         )
+        _print_load_problems(out, load)
     runs = Table("stage", "status", "seconds", title="run log")
     for run in data["runs"]:
         runs.add_row(run["stage"], run["status"], str(run["seconds"]))
     out.print(runs)
+
+
+def _print_load_problems(out: Console, load: dict, shown: int = 5) -> None:
+    """A load's notes (a truncated file) and where its first dropped records are (file and line)."""
+    for note in load.get("notes", []):
+        out.print(f"  note: {note}", style="yellow")
+    issues = load.get("issues", [])
+    for issue in issues[:shown]:
+        place = f"{issue['file']}:{issue['line']}" if issue.get("line") is not None else issue.get("file", "")
+        out.print(f"  dropped {issue['reason']} at {place}" + (f": {issue['detail']}" if issue.get("detail") else ""))
+    if len(issues) > shown:
+        out.print(f"  ... {len(issues) - shown} more listed by `copersona inspect --json`", style="dim")
 
 
 def _print_user(data: dict) -> None:
@@ -219,8 +247,8 @@ def _print_user(data: dict) -> None:
 @app.command(name="check-graph")
 def check_graph_command(
     store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
-    neighbours: Annotated[int, typer.Option(help="Peers per user taken from each graph.")] = 3,
-    max_users: Annotated[Optional[int], typer.Option(help="Check at most N users (first by id).")] = None,
+    neighbours: Annotated[int, typer.Option(min=1, help="Peers per user taken from each graph.")] = 3,
+    max_users: Annotated[Optional[int], typer.Option(min=3, help="Check at most N users (first by id).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
     split: Annotated[
@@ -296,6 +324,7 @@ def _harness_config(
         config.generation.seed = seed
     if metrics:
         config.evaluation.metrics = _names(metrics)
+    config.validate()
     return config
 
 
@@ -333,8 +362,16 @@ def generate(
     from copersona.store.sqlite import Store
 
     harness_config = _harness_config(config, llm, retriever, neighbours, temperature, seed)
-    with Store(store) as db:
+    with Store(store, create=False) as db:
         example = request_example(db, user, item, rating=rating, title=title)
+        if item is not None and db.item_context(item) is None:
+            console.print(
+                f"note: item {item!r} is not in the store: the prompt names it by its id"
+                + ("" if title else " (give --title for a readable one)")
+                + " and has no description",
+                style="yellow",
+                soft_wrap=True,
+            )
         runtime = open_runtime(db, harness_config, progress=RichProgress())
         prediction = runtime.predict(method, [example])[0]
         if explain:
@@ -350,7 +387,9 @@ def evaluate(
         str, typer.Option(help="Comma-separated methods; copy-self and copy-peer are always added.")
     ] = "nonperso,rag,pag,dpl,copersona-np",
     split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate the first N users (by id) of the split.")] = None,
+    limit: Annotated[
+        Optional[int], typer.Option(min=1, help="Evaluate the first N users (by id) of the split.")
+    ] = None,
     metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metrics (default: all five).")] = None,
     judge: Annotated[Optional[str], typer.Option(help="Also score with this LLM as judge (spec).")] = None,
     ablation: Annotated[
@@ -403,7 +442,8 @@ def evaluate(
     harness_config = _harness_config(config, llm, retriever, neighbours, temperature, seed, metrics)
     names = _names(methods)
     names += [r for r in REFERENCE_METHODS if r not in names]
-    with Store(store) as db:
+    writable_folder(out)  # checked before the work, not after it
+    with Store(store, create=False) as db:
         examples = select_examples(db, split, limit)
         if not examples:
             raise ValueError(f"{store}: no {split} examples")
@@ -444,7 +484,7 @@ def train(
     ] = None,
     llm: Annotated[Optional[str], typer.Option(help="Base model spec (default: the store's build LLM).")] = None,
     stop_after: Annotated[
-        Optional[int], typer.Option(help="Stop after this many steps with a checkpoint; rerun to resume.")
+        Optional[int], typer.Option(min=1, help="Stop after this many steps with a checkpoint; rerun to resume.")
     ] = None,
     register: Annotated[bool, typer.Option(help="Make `evaluate` and `generate` use this model for METHOD.")] = True,
 ) -> None:
@@ -458,7 +498,8 @@ def train(
 
     harness_config = _harness_config(config, llm)
     training = TrainingConfig.load(config) if config else TrainingConfig()
-    with Store(store) as db:
+    writable_folder(out)
+    with Store(store, create=False) as db:
         trainer = Trainer(
             db, method, out, training, harness_config, base=generator_spec(db, harness_config), progress=RichProgress()
         )
@@ -499,15 +540,40 @@ def show_config() -> None:
 
 
 def main() -> None:
-    """The ``copersona`` command: known errors (bad input, a wrong store) as one line, not a traceback."""
+    """The ``copersona`` command: every error as one line and exit status 1, never a traceback.
+
+    Bad input, a wrong store, a bad setting or command-line value are the user's to fix and say
+    so; anything else is a bug, shown as one line too (``COPERSONA_TRACEBACK=1`` shows where).
+    An interrupted command exits 130; long jobs resume from their checkpoints when rerun.
+    """
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
+
     from copersona.facets.induction import SchemaError
     from copersona.store.sqlite import StoreError
 
     try:
-        app(standalone_mode=True)
-    except (StoreError, SchemaError, ValueError, FileNotFoundError) as err:
-        console.print(Text.assemble(("error:", "red"), f" {err}"))
-        raise SystemExit(1) from None
+        app(standalone_mode=False)
+    except typer.Exit as done:
+        raise SystemExit(done.exit_code) from None
+    except NoArgsIsHelpError as bare:  # `copersona` alone: its help
+        typer.echo(bare.format_message())
+    except ClickException as err:  # a bad command line: unknown option, a value out of range
+        where = err.ctx.command_path if getattr(err, "ctx", None) is not None else "copersona"
+        _fail(f"{err.format_message()} (see `{where} --help`)")
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("interrupted; rerun the same command to resume", style="yellow")
+        raise SystemExit(130) from None
+    except (StoreError, SchemaError, ValueError, OSError) as err:
+        _fail(str(err))
+    except Exception as err:
+        if os.environ.get("COPERSONA_TRACEBACK"):
+            raise
+        _fail(f"unexpected {type(err).__name__}: {err} (a bug; COPERSONA_TRACEBACK=1 shows where)")
+
+
+def _fail(message: str) -> None:
+    console.print(Text.assemble(("error:", "red"), f" {message}"), soft_wrap=True)  # one line, however wide
+    raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -8,53 +8,73 @@ file is TOML or JSON with one table per section, e.g.::
     [graph]
     top_k = 5
 
-Unknown sections or keys are an error, so a typo never silently falls back to a default.
+Unknown sections or keys are an error, so a typo never silently falls back to a default. Each
+field also carries its constraints (a type, and where it matters a range or a set of choices),
+checked whenever a config is read or changed on the command line, with the key named in the error.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import tomllib
+from pydantic import TypeAdapter, ValidationError
 
 
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
+def _help(
+    text: str,
+    *,
+    ge: float | None = None,
+    le: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    length: int | None = None,
+    min_length: int | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A setting: its help text and constraints beyond its type (``ge``/``le`` bound a number or each
+    number of a list, ``choices`` a string or each string of a list, ``length``/``min_length`` a
+    list's size)."""
+    given = (("ge", ge), ("le", le), ("choices", choices), ("length", length), ("min_length", min_length))
+    constraints = {k: v for k, v in given if v is not None}
+    return field(metadata={"help": text, **constraints}, **kwargs)
 
 
 @dataclass
 class DataConfig:
     """Filtering, pruning and splitting (App. A). Defaults: Table 7's 'Music' column (but see descriptions)."""
 
-    min_review_length: int = _help("Minimum review text length in characters; 0 keeps all.", default=90)
+    min_review_length: int = _help("Minimum review text length in characters; 0 keeps all.", ge=0, default=90)
     min_description_length: int = _help(
         "Minimum item description length in characters; 0 keeps all. Items of sources that carry "
         "no description (Amazon 2014 metadata has titles only) are judged by their title. Table 7 "
         "uses 50 on Amazon 2023 descriptions; the default is 0 so that title-only sources are not "
         "cut by a rule meant for descriptions.",
+        ge=0,
         default=0,
     )
-    min_users_per_item: int = _help("Iterative pruning: minimum reviewers per item.", default=3)
-    min_reviews_per_user: int = _help("Iterative pruning: minimum reviews per user.", default=5)
-    holdout_k: int = _help("Most recent reviews held out as targets (at most half the history).", default=3)
-    min_profile_size: int = _help("Users with fewer profile reviews than this are dropped.", default=4)
-    max_users: int | None = _help("Keep at most this many users (first by id), after filtering.", default=None)
+    min_users_per_item: int = _help("Iterative pruning: minimum reviewers per item.", ge=1, default=3)
+    min_reviews_per_user: int = _help("Iterative pruning: minimum reviews per user.", ge=1, default=5)
+    holdout_k: int = _help("Most recent reviews held out as targets (at most half the history).", ge=1, default=3)
+    min_profile_size: int = _help("Users with fewer profile reviews than this are dropped.", ge=1, default=4)
+    max_users: int | None = _help("Keep at most this many users (first by id), after filtering.", ge=1, default=None)
 
 
 @dataclass
 class FacetConfig:
     """Facet schema induction (Sec. 3.1, App. C)."""
 
-    num_facets: int = _help("Facets in the schema, M (3-6).", default=5)
-    num_clusters: int = _help("KMeans clusters of user profiles, K.", default=8)
-    profile_reviews: int = _help("Recent reviews concatenated into a user's profile text, R.", default=8)
-    profile_max_chars: int = _help("Profile text is truncated to this many characters.", default=4000)
-    top_terms: int = _help("TF-IDF terms per cluster in its evidence package.", default=12)
-    medoids_per_cluster: int = _help("Representative (medoid) users per cluster.", default=3)
-    excerpt_chars: int = _help("Characters per representative excerpt.", default=240)
+    num_facets: int = _help("Facets in the schema, M (3-6).", ge=1, default=5)
+    num_clusters: int = _help("KMeans clusters of user profiles, K.", ge=1, default=8)
+    profile_reviews: int = _help("Recent reviews concatenated into a user's profile text, R.", ge=1, default=8)
+    profile_max_chars: int = _help("Profile text is truncated to this many characters.", ge=1, default=4000)
+    top_terms: int = _help("TF-IDF terms per cluster in its evidence package.", ge=1, default=12)
+    medoids_per_cluster: int = _help("Representative (medoid) users per cluster.", ge=1, default=3)
+    excerpt_chars: int = _help("Characters per representative excerpt.", ge=1, default=240)
     schema_file: str | None = _help("Use this facet schema (JSON) instead of inducing one.", default=None)
     seed: int = _help("Random seed for clustering.", default=0)
 
@@ -66,30 +86,34 @@ class SummaryConfig:
     summarizer: str = _help(
         "'extractive' (no generator: the user's own most facet-related sentences, reliability from "
         "the evidence) or 'abstractive' (the LLM writes summary, quotes and label, as the paper).",
+        choices=("extractive", "abstractive"),
         default="extractive",
     )
-    summary_reviews: int = _help("Recent reviews given to the summarizer per user.", default=6)
-    users_per_call: int = _help("Abstractive: users batched into one LLM call.", default=8)
-    max_quotes: int = _help("Supporting quotes per user and facet.", default=2)
-    quote_max_chars: int = _help("Longest quote kept, in characters.", default=200)
-    summary_sentences: int = _help("Extractive: sentences that form the facet summary.", default=3)
+    summary_reviews: int = _help("Recent reviews given to the summarizer per user.", ge=1, default=6)
+    users_per_call: int = _help("Abstractive: users batched into one LLM call.", ge=1, default=8)
+    max_quotes: int = _help("Supporting quotes per user and facet.", ge=0, default=2)
+    quote_max_chars: int = _help("Longest quote kept, in characters.", ge=1, default=200)
+    summary_sentences: int = _help("Extractive: sentences that form the facet summary.", ge=1, default=3)
     placeholder: str = _help(
         "Facet text for facets with reliability none or weak.",
         default="No explicit profile information provided.",
     )
-    temperature: float = _help("Abstractive: sampling temperature.", default=0.2)
-    max_tokens: int = _help("Abstractive: token budget of one call's answer.", default=2048)
-    retries: int = _help("Abstractive: new tries when an answer fails validation.", default=2)
+    temperature: float = _help("Abstractive: sampling temperature.", ge=0, default=0.2)
+    max_tokens: int = _help("Abstractive: token budget of one call's answer.", ge=1, default=2048)
+    retries: int = _help("Abstractive: new tries when an answer fails validation.", ge=0, default=2)
 
 
 @dataclass
 class GraphConfig:
     """Multiplex persona graph (Sec. 3.2, App. C)."""
 
-    top_k: int = _help("Neighbours kept per user and facet.", default=5)
-    min_similarity: float = _help("Edges need at least this cosine similarity.", default=0.35)
+    top_k: int = _help("Neighbours kept per user and facet.", ge=1, default=5)
+    min_similarity: float = _help("Edges need at least this cosine similarity.", ge=0, le=1, default=0.35)
     reliability_weights: list[float] = _help(
         "omega(r) for r = none, weak, moderate, strong; multiplies both ends' similarity.",
+        ge=0,
+        le=1,
+        length=4,
         default_factory=lambda: [0.05, 0.25, 0.60, 0.95],
     )
     placeholder_edges: bool = _help(
@@ -98,8 +122,8 @@ class GraphConfig:
         "are left out of that facet's layer and find peers through their other facets (Sec. 3.2).",
         default=False,
     )
-    exact_max_users: int = _help("Exact search up to this many users; a faiss HNSW index above.", default=20000)
-    candidate_factor: int = _help("Approximate search: candidates fetched per neighbour kept.", default=4)
+    exact_max_users: int = _help("Exact search up to this many users; a faiss HNSW index above.", ge=0, default=20000)
+    candidate_factor: int = _help("Approximate search: candidates fetched per neighbour kept.", ge=1, default=4)
 
 
 class _TopLevel:
@@ -112,7 +136,16 @@ class _TopLevel:
 
     @classmethod
     def from_dict(cls, raw: dict):
-        return _from_dict(cls, raw, cls.where)
+        config = _from_dict(cls, raw, cls.where)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Every setting's type and constraints; the first violation is a ``ValueError`` naming its key.
+
+        Called when a config is read; call it again after changing settings in code (the CLI does).
+        """
+        _validate(self, self.where)
 
 
 @dataclass
@@ -151,10 +184,12 @@ class RetrievalConfig:
     """Self-history retrieval and peer selection at inference (Sec. 3.3-3.4, App. C)."""
 
     retriever: str = _help(
-        "Self-history retriever: 'bm25' (the paper's), 'dense' (embedder) or 'recency'.", default="bm25"
+        "Self-history retriever: 'bm25' (the paper's), 'dense' (embedder) or 'recency'.",
+        choices=("bm25", "dense", "recency"),
+        default="bm25",
     )
-    history_k: int = _help("Own past reviews retrieved into the prompt.", default=4)
-    neighbours: int = _help("Peers in the facet peer context, by combined similarity (0 disables it).", default=3)
+    history_k: int = _help("Own past reviews retrieved into the prompt.", ge=0, default=4)
+    neighbours: int = _help("Peers in the facet peer context, by combined similarity (0 disables it).", ge=0, default=3)
 
 
 PEER_CUTOFFS = ("before-target", "none")
@@ -171,17 +206,12 @@ class PeersConfig:
         "'before-target': a request for a target written at day t uses only peer evidence (summaries, "
         "quotes, copied reviews, DPL's representatives) written before day t; 'none': any evidence. "
         "Live requests (a new item) are dated now.",
+        choices=PEER_CUTOFFS,
         default="before-target",
     )
     same_item: bool = _help(
         "Allow a peer's own review of the target item to reach the input (false: never).", default=False
     )
-
-    def __post_init__(self) -> None:
-        if self.cutoff not in PEER_CUTOFFS:
-            raise ValueError(f"harness.peers.cutoff: {self.cutoff!r} is not one of {', '.join(PEER_CUTOFFS)}")
-        if not isinstance(self.same_item, bool):
-            raise ValueError(f"harness.peers.same_item: expected true or false, got {self.same_item!r}")
 
 
 @dataclass
@@ -192,49 +222,57 @@ class BudgetConfig:
     (minus the answer's room) over ``reference_window``, never up.
     """
 
-    total: int = _help("Whole prompt.", default=8192)
-    per_review: int = _help("One retrieved review.", default=1024)
-    history: int = _help("All retrieved reviews (and profile text) together.", default=1024)
-    per_peer_facet: int = _help("One neighbour's facet package (summary and quotes).", default=512)
+    total: int = _help("Whole prompt.", ge=1, default=8192)
+    per_review: int = _help("One retrieved review.", ge=0, default=1024)
+    history: int = _help("All retrieved reviews (and profile text) together.", ge=0, default=1024)
+    per_peer_facet: int = _help("One neighbour's facet package (summary and quotes).", ge=0, default=512)
     context_share: float = _help(
         "Share of the prompt budget left after the system text and the query that a method's own "
         "context (peers, profiles) is guaranteed: history is placed first, within the rest, and the "
         "context then takes what is left. It binds only at small windows; 0 lets history take all.",
+        ge=0,
+        le=1,
         default=0.5,
     )
-    reference_window: int = _help("The window the budgets above were written for.", default=8192)
+    reference_window: int = _help("The window the budgets above were written for.", ge=1, default=8192)
 
 
 @dataclass
 class GenerationConfig:
     """Decoding (Sec. 4, Fig. 3)."""
 
-    temperature: float = _help("Sampling temperature.", default=0.8)
+    temperature: float = _help("Sampling temperature.", ge=0, default=0.8)
     seed: int = _help("Sampling seed (part of the cache key).", default=0)
-    max_new_tokens: int = _help("Longest answer in tokens.", default=256)
-    min_new_tokens: int = _help("Answer room never goes below this many tokens.", default=32)
+    max_new_tokens: int = _help("Longest answer in tokens.", ge=1, default=256)
+    min_new_tokens: int = _help("Answer room never goes below this many tokens.", ge=1, default=32)
     tokens_per_target_word: float = _help(
         "Answer room per word of the target length (the user's median review length): tokens per "
         "word plus headroom, so a typical review is not cut.",
+        ge=0,
         default=2.0,
     )
-    batch_size: int = _help("Requests sent to the backend together (HTTP backends run them concurrently).", default=8)
+    batch_size: int = _help(
+        "Requests sent to the backend together (HTTP backends run them concurrently).", ge=1, default=8
+    )
 
 
 @dataclass
 class MethodsConfig:
     """Settings of individual methods (App. B)."""
 
-    pag_profile_sentences: int = _help("PAG: sentences in the extractive user profile.", default=3)
+    pag_profile_sentences: int = _help("PAG: sentences in the extractive user profile.", ge=1, default=3)
     dpl_clusters: int = _help(
-        "DPL: KMeans clusters of user profiles; their medoids are the representatives.", default=8
+        "DPL: KMeans clusters of user profiles; their medoids are the representatives.", ge=1, default=8
     )
-    dpl_compare: int = _help("DPL: representatives (nearest in profile space) a user is contrasted with.", default=3)
-    dpl_terms: int = _help("DPL: distinctive terms listed in the semantic difference.", default=8)
+    dpl_compare: int = _help(
+        "DPL: representatives (nearest in profile space) a user is contrasted with.", ge=1, default=3
+    )
+    dpl_terms: int = _help("DPL: distinctive terms listed in the semantic difference.", ge=1, default=8)
     profile_writer: str = _help(
         "Who writes PAG's profile and DPL's difference profile: 'extractive' (computed from the "
         "reviews, no LLM; a 135M generator cannot summarize) or 'llm' (the generator writes them, as "
         "the papers; cached in the store).",
+        choices=("extractive", "llm"),
         default="extractive",
     )
 
@@ -245,6 +283,8 @@ class EvaluationConfig:
 
     metrics: list[str] = _help(
         "Metrics computed: rouge1, rougeL, meteor, bleu, bertscore.",
+        choices=("rouge1", "rougeL", "meteor", "bleu", "bertscore"),
+        min_length=1,
         default_factory=lambda: ["rouge1", "rougeL", "meteor", "bleu", "bertscore"],
     )
     bertscore_model: str = _help(
@@ -252,8 +292,8 @@ class EvaluationConfig:
         "use led-base-16384; scores on another encoder are not comparable with theirs.",
         default="minilm",
     )
-    bertscore_layer: int = _help("BERTScore: the encoder layer whose token embeddings are matched.", default=4)
-    resamples: int = _help("Bootstrap resamples for intervals and paired tests.", default=1000)
+    bertscore_layer: int = _help("BERTScore: the encoder layer whose token embeddings are matched.", ge=1, default=4)
+    resamples: int = _help("Bootstrap resamples for intervals and paired tests.", ge=1, default=1000)
     seed: int = _help("Seed of the bootstrap.", default=0)
 
 
@@ -293,6 +333,49 @@ def _from_dict(cls: type, raw: dict, where: str) -> Any:
     return cls(**values)
 
 
+def _validate(section: Any, where: str) -> None:
+    hints = typing.get_type_hints(type(section))
+    for f in fields(section):
+        key, value = f"{where}.{f.name}", getattr(section, f.name)
+        if is_dataclass(value):
+            _validate(value, key)
+            continue
+        try:
+            TypeAdapter(hints[f.name]).validate_python(value, strict=True)
+        except ValidationError:
+            raise ValueError(f"{key}: expected {_type_name(hints[f.name])}, got {value!r}") from None
+        _check_constraints(key, value, f.metadata)
+
+
+def _check_constraints(key: str, value: Any, rules: Mapping[str, Any]) -> None:
+    if value is None:
+        return
+    items = value if isinstance(value, list) else [value]
+    if "length" in rules and len(items) != rules["length"]:
+        raise ValueError(f"{key}: expected {rules['length']} values, got {len(items)}")
+    if "min_length" in rules and len(items) < rules["min_length"]:
+        raise ValueError(f"{key}: expected at least {rules['min_length']} value(s), got {len(items)}")
+    for item in items:
+        if "choices" in rules and item not in rules["choices"]:
+            raise ValueError(f"{key}: {item!r} is not one of {', '.join(rules['choices'])}")
+        if "ge" in rules and item < rules["ge"] or "le" in rules and item > rules["le"]:
+            bounds = [
+                f"at least {rules['ge']}" if "ge" in rules else "",
+                f"at most {rules['le']}" if "le" in rules else "",
+            ]
+            raise ValueError(f"{key}: {item!r} is out of range (it must be {' and '.join(b for b in bounds if b)})")
+
+
+def _type_name(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "none"}
+    if hint in names:
+        return names[hint]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is list:
+        return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    return " or ".join(_type_name(a) for a in args) if args else str(hint)
+
+
 def describe(cls: type = BuildConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
     """(dotted name, default, help) for every field, for documentation and the CLI."""
     rows = []
@@ -310,9 +393,9 @@ def describe(cls: type = BuildConfig, prefix: str = "") -> list[tuple[str, Any, 
 class LoraSettings:
     """The LoRA adapter on the generator (App. C: rank 16, alpha 32, dropout 0.05)."""
 
-    rank: int = _help("LoRA rank r.", default=16)
-    alpha: int = _help("LoRA alpha (updates are scaled by alpha / r).", default=32)
-    dropout: float = _help("Dropout on the LoRA input.", default=0.05)
+    rank: int = _help("LoRA rank r.", ge=1, default=16)
+    alpha: int = _help("LoRA alpha (updates are scaled by alpha / r).", ge=1, default=32)
+    dropout: float = _help("Dropout on the LoRA input.", ge=0, le=1, default=0.05)
     target_modules: list[str] = _help(
         "Linear layers that get an adapter (all attention and MLP projections of a llama-style model).",
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -323,27 +406,32 @@ class LoraSettings:
 class PersonalizerSettings:
     """The parametric branch: gated graph encoder and soft-prompt projector (Sec. 3.3, App. C)."""
 
-    soft_prompt_length: int = _help("Virtual tokens L prepended to the input.", default=20)
-    projector_hidden: int = _help("Projector: Linear(d_in -> this) + Tanh + Linear(this -> L x H).", default=512)
-    encoder_hidden: int = _help("Graph encoder hidden size per facet.", default=512)
-    encoder_dropout: float = _help("Graph encoder dropout.", default=0.1)
-    attention_heads: int = _help("Heads of the cross-facet self-attention.", default=4)
+    soft_prompt_length: int = _help("Virtual tokens L prepended to the input.", ge=1, default=20)
+    projector_hidden: int = _help("Projector: Linear(d_in -> this) + Tanh + Linear(this -> L x H).", ge=1, default=512)
+    encoder_hidden: int = _help("Graph encoder hidden size per facet.", ge=1, default=512)
+    encoder_dropout: float = _help("Graph encoder dropout.", ge=0, le=1, default=0.1)
+    attention_heads: int = _help("Heads of the cross-facet self-attention.", ge=1, default=4)
     graph_neighbours: int = _help(
         "User-level neighbours N_u of Eq. 10, by cosine of the anchor embeddings (mean of observed facets).",
+        ge=0,
         default=5,
     )
-    gate: str = _help("Reliability gate: 'shared' across facets (the paper's) or 'per-facet'.", default="shared")
+    gate: str = _help(
+        "Reliability gate: 'shared' across facets (the paper's) or 'per-facet'.",
+        choices=("shared", "per-facet"),
+        default="shared",
+    )
 
 
 @dataclass
 class OptimizerSettings:
     """AdamW with a cosine schedule (App. C)."""
 
-    learning_rate: float = _help("Peak learning rate.", default=2e-5)
-    weight_decay: float = _help("AdamW weight decay.", default=0.01)
-    betas: list[float] = _help("AdamW betas.", default_factory=lambda: [0.9, 0.98])
-    warmup_ratio: float = _help("Share of the steps spent warming up linearly.", default=0.06)
-    max_grad_norm: float = _help("Gradient clipping norm.", default=1.0)
+    learning_rate: float = _help("Peak learning rate.", ge=0, default=2e-5)
+    weight_decay: float = _help("AdamW weight decay.", ge=0, default=0.01)
+    betas: list[float] = _help("AdamW betas.", ge=0, le=1, length=2, default_factory=lambda: [0.9, 0.98])
+    warmup_ratio: float = _help("Share of the steps spent warming up linearly.", ge=0, le=1, default=0.06)
+    max_grad_norm: float = _help("Gradient clipping norm.", ge=0, default=1.0)
 
 
 @dataclass
@@ -356,22 +444,24 @@ class TrainingConfig(_TopLevel):
 
     where = "training"
 
-    steps: int = _help("Optimizer steps.", default=1000)
-    batch_size: int = _help("Examples per optimizer step.", default=8)
+    steps: int = _help("Optimizer steps.", ge=1, default=1000)
+    batch_size: int = _help("Examples per optimizer step.", ge=1, default=8)
     micro_batch_size: int = _help(
-        "Examples per forward pass; batch_size / micro_batch_size passes accumulate gradients.", default=1
+        "Examples per forward pass; batch_size / micro_batch_size passes accumulate gradients.", ge=1, default=1
     )
     max_length: int = _help(
         "Token window of a training example (prompt and target). Prompts are built for this window "
         "and fine-tuned generation uses the same one, so training and inference inputs match.",
+        ge=8,
         default=2048,
     )
     train_examples: int | None = _help(
         "Cap on training examples (held-out train targets first, then earlier profile reviews); none: all.",
+        ge=1,
         default=None,
     )
-    validation_examples: int = _help("Validation examples scored for the loss curve.", default=64)
-    eval_every: int = _help("Steps between validation losses (and checkpoints).", default=50)
+    validation_examples: int = _help("Validation examples scored for the loss curve.", ge=0, default=64)
+    eval_every: int = _help("Steps between validation losses (and checkpoints).", ge=1, default=50)
     seed: int = _help("Seed of initialization, data order and dropout.", default=0)
     device: str = _help("'auto' (CUDA when present), 'cpu' or 'cuda:N'.", default="auto")
     dtype: str = _help("'auto' (float32 on CPU, bfloat16/float16 on GPU) or a torch dtype name.", default="auto")

@@ -21,6 +21,9 @@ def request_example(
     history, ranks = store.history(user_id)
     if not history:
         raise StoreError(f"{store.path}: no user {user_id!r}")
+    scale = store.rating_range()
+    if rating is not None and scale is not None and not scale[0] <= rating <= scale[1]:
+        raise ValueError(f"rating {rating:g} is outside this store's ratings ({scale[0]:g}-{scale[1]:g})")
     if item_id is None:
         if 0 not in ranks:
             raise StoreError(f"user {user_id!r} has no test target; pass --item")

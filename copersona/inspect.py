@@ -49,7 +49,7 @@ def overview(store: Store) -> dict:
         "quotes": {"kept": sum(len(s.quotes) for s in states), "dropped": sum(s.dropped_quotes for s in states)},
         "fallbacks": dict(Counter(s.fallback.split(":")[0] for s in states if s.fallback)),
         "llm_cache": store.cache_stats(),
-        "load": [{k: v for k, v in r.items() if k != "issues"} for r in store.load_reports()],
+        "load": store.load_reports(),
         "runs": [{"stage": r.stage, "status": r.status, "seconds": r.seconds} for r in store.runs()],
     }
 

@@ -123,7 +123,10 @@ def test_killed_build_resumes_to_the_same_graph(data_dir, tmp_path):
     details = json.loads(
         db.execute("SELECT details FROM runs WHERE stage = 'summaries' AND status = 'done'").fetchone()[0]
     )
+    # The killed run is closed in the log by the run that resumed it; nothing is left "running".
+    statuses = [r[0] for r in db.execute("SELECT status FROM runs WHERE stage = 'summaries' ORDER BY run_id")]
     db.close()
+    assert statuses == ["interrupted", "done"]
     assert details["reused"] >= done_before and details["users"] + details["reused"] == 30
     assert _edges(store) == _edges(reference)
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from copersona.data.records import Example
+from copersona.eval.harness import Evaluation, evaluate
 from copersona.eval.metrics import load_metric
 from copersona.eval.report import LABELS
-from copersona.eval.runtime import Evaluation, evaluate
 from copersona.inference import Runtime
 from copersona.store.sqlite import Store
 

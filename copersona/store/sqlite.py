@@ -73,26 +73,53 @@ def _matrix(blobs: list[bytes]) -> np.ndarray:
 class Store:
     """Typed access to a CoPersona store file."""
 
-    def __init__(self, path: str | Path, *, read_only: bool = False):
+    def __init__(self, path: str | Path, *, read_only: bool = False, create: bool = True):
+        """Open the store at ``path``: read-only, for writing, or (``create``) making it if absent.
+
+        Only a CoPersona store (or an empty file, when creating) is opened; any other file, a
+        folder, or a missing path where ``create`` is off is refused before anything is written.
+        """
         self.path = Path(path)
-        if read_only and not self.path.exists():
-            raise StoreError(f"{self.path}: no such store")
-        uri = f"file:{self.path}?mode=ro" if read_only else str(self.path)
-        if not read_only:
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: a folder, not a store file")
+        if not self.path.exists():
+            if read_only or not create:
+                raise StoreError(f"{self.path}: no such store (`copersona build` makes one)")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(uri, uri=read_only, isolation_level=None, timeout=30.0)
+        uri = self.path.resolve().as_uri() + ("?mode=ro" if read_only else "")
+        self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0)
         try:
+            if not self._is_ours() and (read_only or not create):
+                raise StoreError(f"{self.path}: not a CoPersona store (it is empty)")
             if read_only:
                 self._check_version()
             else:
+                self._check_writable()
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._migrate()
         except sqlite3.DatabaseError as err:
             self._db.close()
-            raise StoreError(f"{self.path}: not a CoPersona store ({err})") from err
+            raise StoreError(f"{self.path}: not a CoPersona store ({err}); left untouched") from err
         except StoreError:
             self._db.close()
             raise
+
+    def _is_ours(self) -> bool:
+        """True for a CoPersona store, False for an empty database; any other file is refused."""
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return False
+        if "meta" in tables and self._db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone():
+            return True
+        shown = ", ".join(sorted(tables)[:5])
+        raise StoreError(f"{self.path}: not a CoPersona store (it holds other tables: {shown}); left untouched")
+
+    def _check_writable(self) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("ROLLBACK")
+        except sqlite3.OperationalError as err:
+            raise StoreError(f"{self.path}: cannot be written ({err})") from err
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
@@ -184,11 +211,19 @@ class Store:
         return int(cur.lastrowid)
 
     def finish_run(self, run_id: int, status: str, details: dict) -> None:
+        """Ends a run; a finished run also closes earlier runs of its stage that were killed while
+        running (they stay in the log as ``interrupted``, their work resumed by this one)."""
         with self.transaction():
             self._db.execute(
                 "UPDATE runs SET finished = ?, status = ?, details = ? WHERE run_id = ?",
                 (time.time(), status, json.dumps(details), run_id),
             )
+            if status == "done":
+                self._db.execute(
+                    "UPDATE runs SET status = 'interrupted' WHERE stage = (SELECT stage FROM runs WHERE run_id = ?) "
+                    "AND status = 'running' AND run_id < ?",
+                    (run_id, run_id),
+                )
 
     def runs(self, stage: str | None = None) -> list[RunRecord]:
         query = "SELECT run_id, stage, started, finished, status, details FROM runs"
@@ -265,6 +300,11 @@ class Store:
             f"SELECT {', '.join(_INTERACTION_COLUMNS)} FROM interactions WHERE item_id = ? LIMIT 1", (item_id,)
         ).fetchone()
         return self._rows_to_interactions([row])[0] if row else None
+
+    def rating_range(self) -> tuple[float, float] | None:
+        """The lowest and highest rating of the stored reviews (None: no review has one)."""
+        low, high = self._db.execute("SELECT MIN(rating), MAX(rating) FROM interactions").fetchone()
+        return (low, high) if low is not None else None
 
     def examples(self, split: str | None = None) -> list[Example]:
         """Examples of Appendix A's protocol, rebuilt from the stored held-out ranks."""

@@ -139,6 +139,30 @@ def test_reopen_read_only_and_version_checks(tmp_path):
         Store(tmp_path / "junk.sqlite")
 
 
+@pytest.mark.parametrize("read_only, create", [(True, False), (False, False), (False, True)])
+def test_files_that_are_not_stores_are_refused_untouched(tmp_path, read_only, create):
+    other = tmp_path / "other.sqlite"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE notes(body TEXT)")
+    db.execute("INSERT INTO notes VALUES ('theirs')")
+    db.commit()
+    db.close()
+    before = other.read_bytes()
+    with pytest.raises(StoreError, match="not a CoPersona store .*notes.*left untouched"):
+        Store(other, read_only=read_only, create=create)
+    assert other.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["other.sqlite"]
+    with pytest.raises(StoreError, match="a folder"):
+        Store(tmp_path, read_only=read_only, create=create)
+    missing = tmp_path / "typo" / "s.sqlite"
+    if create:
+        Store(missing, create=True).close()  # only a creating open makes a store (and its folder)
+        assert missing.exists()
+    else:
+        with pytest.raises(StoreError, match="no such store"):
+            Store(missing, read_only=read_only, create=False)
+        assert not (tmp_path / "typo").exists()
+
+
 def test_facet_state_sources_round_trip_and_older_stores_get_them(tmp_path):
     """Schema 3 stores each state's evidence sources; a schema-2 store is given conservative ones."""
     schema = builtin_schema(3)
