@@ -14,6 +14,7 @@ sampler chain as an ordinary request.
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.util
 import time
 from pathlib import Path
@@ -325,6 +326,20 @@ class LlamaCppBackend(LLMBackend):
         code = llama_cpp.llama_decode(ctx, batch)
         if code != 0:
             raise RuntimeError(f"llama_decode returned {code}")
+
+    @functools.cached_property
+    def special_tokens(self) -> tuple[str, ...]:
+        """Every control or user-defined token of the GGUF vocabulary, as text."""
+        import llama_cpp
+
+        marked = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+        model = self._llm._model
+        found = (
+            self._llm.detokenize([token], special=True).decode("utf-8", "replace")
+            for token in range(self._llm.n_vocab())
+            if model.token_get_attr(token) & marked
+        )
+        return tuple(sorted({text for text in found if text.strip()}))
 
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0

@@ -111,6 +111,12 @@ class LLMBackend(ABC):
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under the model's own tokenizer."""
 
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        """The model's own control tokens as text (turn markers and the like), for removal from
+        untrusted text; a served model whose tokenizer is not visible here has none listed."""
+        return ()
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release model memory or connections."""
 

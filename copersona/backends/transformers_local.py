@@ -173,6 +173,10 @@ class TransformersBackend(LLMBackend):
         embeddings, mask, _ = prepend_soft_prompt(embeddings, inputs["attention_mask"], soft)
         return {"inputs_embeds": embeddings, "attention_mask": mask}
 
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        return tokenizer_special_tokens(self.tokenizer)
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False)) if text else 0
 
@@ -180,3 +184,9 @@ class TransformersBackend(LLMBackend):
         del self.model
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()
+
+
+def tokenizer_special_tokens(tokenizer) -> tuple[str, ...]:
+    """A Hugging Face tokenizer's special tokens and its added tokens marked special, as text."""
+    added = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
+    return tuple(sorted({*tokenizer.all_special_tokens, *added}))

@@ -134,9 +134,10 @@ class Runtime:
         methods on the same window share one set of resources.
         """
         if window not in self._resources:
+            special: tuple[str, ...] = ()
             if self._llm_factory is not None:
                 backend = self.llm().backend
-                count, context = backend.count_tokens, backend.context_window
+                count, context, special = backend.count_tokens, backend.context_window, backend.special_tokens
             else:  # reference methods only: budgets are not used, word counts stand in
                 count, context = _whitespace_tokens, self.config.budget.reference_window
             shared = next(iter(self._resources.values()), None)
@@ -147,6 +148,7 @@ class Runtime:
                 context_window=window or context,
                 embedder=self._embedder_factory,
                 llm=self.llm if self._llm_factory is not None else None,
+                special_tokens=special,
             )
         return self._resources[window]
 

@@ -11,7 +11,7 @@ import functools
 import math
 import statistics
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import ClassVar
@@ -21,6 +21,7 @@ from copersona.backends.llm import LLM
 from copersona.config import HarnessConfig
 from copersona.data.records import Example, Interaction
 from copersona.facets.profile import word_count
+from copersona.methods.sanitize import SpecialTokens
 from copersona.retrieval import (
     DroppedText,
     EvidenceCutoff,
@@ -96,9 +97,12 @@ class Resources:
         context_window: int,
         embedder: Callable[[], Embedder],
         llm: Callable[[], LLM] | None = None,
+        special_tokens: Iterable[str] = (),
     ):
         self.store = store
         self.config = config
+        # The generator's own control tokens, removed from every message a method builds.
+        self.special_tokens = SpecialTokens(special_tokens)
         # Memoized: a stored text (a review, a peer's package) is counted once, whichever request places it.
         self.count_tokens = functools.lru_cache(maxsize=TOKEN_COUNT_CACHE)(count_tokens)
         self.context_window = context_window

@@ -12,7 +12,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from copersona.data.records import Example, Interaction
 from copersona.facets.profile import recent, split_sentences
-from copersona.methods.prompts import sanitize
+from copersona.methods.sanitize import sanitize
 from copersona.methods.writer import ProfileMethod
 
 # Recent reviews a profile is written from (App. C summarizes "up to 6 historical reviews").

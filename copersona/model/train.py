@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from copersona.backends import LLMSpec
+from copersona.backends.transformers_local import tokenizer_special_tokens
 from copersona.config import HarnessConfig, TrainingConfig
 from copersona.facets.records import FacetSummary
 from copersona.inference import generator_spec, store_embedder
@@ -101,6 +102,7 @@ class Trainer:
             count_tokens=lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0,
             context_window=soft_prompt_window(self.config),
             embedder=store_embedder(self.store),
+            special_tokens=tokenizer_special_tokens(tokenizer),
         )
         return create(self.method_name, resources)
 
