@@ -539,8 +539,9 @@ def show_config() -> None:
     _out().print(table)
 
 
-def main() -> None:
-    """The ``copersona`` command: every error as one line and exit status 1, never a traceback.
+def main(args: list[str] | None = None) -> None:
+    """The ``copersona`` command (``args``: the command line, default ``sys.argv[1:]``): every error
+    as one line and exit status 1, never a traceback.
 
     Bad input, a wrong store, a bad setting or command-line value are the user's to fix and say
     so; anything else is a bug, shown as one line too (``COPERSONA_TRACEBACK=1`` shows where).
@@ -552,7 +553,7 @@ def main() -> None:
     from copersona.store.sqlite import StoreError
 
     try:
-        app(standalone_mode=False)
+        app(args=args, standalone_mode=False)
     except typer.Exit as done:
         raise SystemExit(done.exit_code) from None
     except NoArgsIsHelpError as bare:  # `copersona` alone: its help
@@ -572,7 +573,8 @@ def main() -> None:
 
 
 def _fail(message: str) -> None:
-    console.print(Text.assemble(("error:", "red"), f" {message}"), soft_wrap=True)  # one line, however wide
+    one_line = " ".join(message.split())  # a message quoting data may hold newlines
+    console.print(Text.assemble(("error:", "red"), f" {one_line}"), soft_wrap=True)
     raise SystemExit(1) from None
 
 

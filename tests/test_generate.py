@@ -39,3 +39,11 @@ def test_unknown_item_and_unknown_user(store):
     assert example.target.item_title == "NO-SUCH-ITEM"
     with pytest.raises(StoreError, match="no user"):
         request_example(store, "nobody")
+
+
+@pytest.mark.parametrize("rating", [42, 0, -1])
+def test_a_rating_outside_the_stores_scale_is_refused(store, rating):
+    low, high = store.rating_range()
+    assert (low, high) == (1, 5)  # the Amazon star scale of the real data
+    with pytest.raises(ValueError, match=f"rating {rating} is outside this store's ratings"):
+        request_example(store, store.user_ids()[0], rating=rating)
