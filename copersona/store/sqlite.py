@@ -226,19 +226,19 @@ class Store:
                 )
 
     def runs(self, stage: str | None = None) -> list[RunRecord]:
-        query = "SELECT run_id, stage, started, finished, status, details FROM runs"
-        rows = self._db.execute(
-            query + (" WHERE stage = ?" if stage else "") + " ORDER BY run_id", (stage,) if stage else ()
-        )
-        return [RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+        return self._run_records(" WHERE stage = ?" if stage else "", (stage,) if stage else ())
 
     def run(self, run_id: int) -> RunRecord:
-        row = self._db.execute(
-            "SELECT run_id, stage, started, finished, status, details FROM runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        if row is None:
+        found = self._run_records(" WHERE run_id = ?", (run_id,))
+        if not found:
             raise StoreError(f"{self.path}: no run {run_id}")
-        return RunRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]))
+        return found[0]
+
+    def _run_records(self, where: str, args: tuple) -> list[RunRecord]:
+        rows = self._db.execute(
+            f"SELECT run_id, stage, started, finished, status, details FROM runs{where} ORDER BY run_id", args
+        )
+        return [RunRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
 
     def load_reports(self) -> list[dict]:
         """What each load read, kept and dropped (with reasons, files and lines)."""
