@@ -16,6 +16,23 @@ _WORD = re.compile(r"[A-Za-z0-9']+")
 _PUNCTUATION = set("!?.,;:-()\"'")
 # Fewer characters than this is not a sentence worth quoting ("Great.", "5 stars").
 MIN_SENTENCE_CHARS = 20
+# Sentences written to a language model rather than about a product: the phrasings of prompt
+# injection ("Ignore all previous instructions", "You are now an AI assistant", "Reply only
+# with ..."). They say nothing about the writer's persona, and an extractive summary that picked
+# one (its wording is about writing, so it ranks high for a style facet) would carry it into
+# every peer's prompt. Matched on wording that addresses a model, not on any product vocabulary.
+_ADDRESSES_A_MODEL = re.compile(
+    r"\b(?:ignore|disregard|forget|override)\b[\w\s,']{0,30}?\b(?:(?:all|any|the)\s+)?"
+    r"(?:previous|prior|above|earlier|preceding|your)\s+(?:\w+\s+)?"
+    r"(?:instructions?|prompts?|rules|guidelines|directives|context)\b"
+    r"|\b(?:system|developer)\s+prompt\b"
+    r"|\byou\s+are\s+(?:now\s+)?(?:an?\s+)?(?:ai|assistant|chatbot|language\s+model|llm|gpt)\b"
+    r"|\bas\s+an?\s+(?:ai|language\s+model|llm)\b"
+    r"|\b(?:respond|reply|answer|output)\s+only\s+with\b"
+    r"|\bnew\s+instructions?\s*:"
+    r"|\b(?:jailbreak|prompt\s+injection|do\s+anything\s+now)\b",
+    re.IGNORECASE,
+)
 
 STYLE_FEATURES = (
     "review_length",
@@ -43,6 +60,11 @@ def split_sentences(text: str) -> list[str]:
     """Sentences of a review, verbatim (so they can serve as quotes), without very short ones."""
     parts = (p.strip() for p in _SENTENCE_END.split(text))
     return [p for p in parts if len(p) >= MIN_SENTENCE_CHARS]
+
+
+def addresses_a_model(sentence: str) -> bool:
+    """Whether ``sentence`` is worded as an instruction to a language model (see ``_ADDRESSES_A_MODEL``)."""
+    return _ADDRESSES_A_MODEL.search(sentence) is not None
 
 
 def word_count(text: str) -> int:

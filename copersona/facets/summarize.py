@@ -23,7 +23,7 @@ from copersona.backends.embed import Embedder
 from copersona.backends.llm import LLM, Structured
 from copersona.config import SummaryConfig
 from copersona.data.records import Interaction
-from copersona.facets.profile import recent, split_sentences
+from copersona.facets.profile import addresses_a_model, recent, split_sentences
 from copersona.facets.records import (
     RELIABILITY_LEVELS,
     FacetSchema,
@@ -41,7 +41,8 @@ _QUOTE_MARKS = "\"'“”‘’ "
 def verify_quotes(quotes: list[str], sources: list[str], max_quotes: int, max_chars: int) -> tuple[list[str], int]:
     """Quotes that appear verbatim (up to whitespace) in one of ``sources``, and how many were dropped.
 
-    Surrounding quotation marks are not part of a quote; overlong or repeated quotes are dropped.
+    Surrounding quotation marks are not part of a quote; overlong or repeated quotes are dropped,
+    and so are quotes worded as instructions to a model (they would reach peers' prompts).
     A quote must lie inside one review, so the review it came from (and its time) is known.
     """
     reviews = [normalize_space(source) for source in sources]
@@ -49,7 +50,8 @@ def verify_quotes(quotes: list[str], sources: list[str], max_quotes: int, max_ch
     for quote in quotes:
         candidate = normalize_space(quote).strip(_QUOTE_MARKS)
         verbatim = any(candidate in review for review in reviews)
-        if candidate and len(candidate) <= max_chars and verbatim and candidate not in kept:
+        fits = candidate and len(candidate) <= max_chars and not addresses_a_model(candidate)
+        if fits and verbatim and candidate not in kept:
             kept.append(candidate)
     kept = kept[:max_quotes]
     return kept, len(quotes) - len(kept)
@@ -130,7 +132,9 @@ class ExtractiveSummarizer(Summarizer):
         self._scored: dict[str, tuple[list[str], np.ndarray]] = {}
 
     def _sentences(self, interactions: list[Interaction]) -> list[str]:
-        return [s for i in self.sources(interactions) for s in split_sentences(i.text)]
+        """Candidate sentences: the user's own, except those addressed to a model (no persona evidence)."""
+        sentences = (s for i in self.sources(interactions) for s in split_sentences(i.text))
+        return [s for s in sentences if not addresses_a_model(s)]
 
     def _relevance(self, profiles: Profiles) -> dict[str, tuple[list[str], np.ndarray]]:
         """Per user: sentences and their raw relevance to each facet, (n_sentences, M)."""
