@@ -335,7 +335,9 @@ def _names(text: str) -> list[str]:
 ConfigOption = Annotated[Optional[Path], typer.Option(help="Config file whose [harness] table sets inference.")]
 LLMOption = Annotated[Optional[str], typer.Option(help="Generator spec (default: the store's build LLM).")]
 RetrieverOption = Annotated[Optional[str], typer.Option(help="Self-history retriever: bm25, dense or recency.")]
-NeighboursOption = Annotated[Optional[int], typer.Option(help="Peers in the facet peer context (0-3).")]
+NeighboursOption = Annotated[
+    Optional[int], typer.Option(min=0, help="Peers in the facet peer context (0 disables it).")
+]
 TemperatureOption = Annotated[Optional[float], typer.Option(help="Sampling temperature.")]
 SeedOption = Annotated[Optional[int], typer.Option(help="Sampling seed.")]
 

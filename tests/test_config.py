@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from runner import cli
 
-from copersona.config import BuildConfig, HarnessConfig, describe
+from copersona.config import BuildConfig, HarnessConfig, TrainingConfig, describe
 
 FILE = """
 llm = "smollm2"
@@ -45,3 +45,48 @@ def test_help_texts_keep_their_brackets():
     # "[harness]" and "[training]" are config tables; read as console markup they vanished.
     assert "[harness]" in cli("train", "--help").stdout
     assert "[harness]" in cli("config", "--help").stdout
+
+
+# Every setting carries a type and a range: a bad value is refused when the file is read, before
+# any work, with its key named. (name, file, loader, what the message says)
+INVALID_CASES = [
+    (
+        "word for a count",
+        "[data]\nmin_reviews_per_user = 'five'",
+        BuildConfig,
+        "data.min_reviews_per_user: expected an integer",
+    ),
+    ("fraction for a count", "[graph]\ntop_k = 2.5", BuildConfig, "graph.top_k: expected an integer"),
+    ("cosine below 0", "[graph]\nmin_similarity = -1", BuildConfig, "graph.min_similarity: -1 is out of range"),
+    ("word for a number", "[graph]\nmin_similarity = 'high'", BuildConfig, "graph.min_similarity: expected a number"),
+    ("negative holdout", "[data]\nholdout_k = -1", BuildConfig, "data.holdout_k: -1 is out of range"),
+    (
+        "unknown choice",
+        "[harness.retrieval]\nretriever = 'magic'",
+        HarnessConfig,
+        "retrieval.retriever: 'magic' is not one of",
+    ),
+    (
+        "negative peers",
+        "[harness.retrieval]\nneighbours = -1",
+        HarnessConfig,
+        "retrieval.neighbours: -1 is out of range",
+    ),
+    ("no training steps", "[training]\nsteps = 0", TrainingConfig, "steps: 0 is out of range"),
+    (
+        "word for a rate",
+        "[training.optimizer]\nlearning_rate = 'fast'",
+        TrainingConfig,
+        "learning_rate: expected a number",
+    ),
+    ("unknown table", "[nonsense]\nx = 1", BuildConfig, "unknown key"),
+    ("not TOML", "[data\n", BuildConfig, "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("name,text,loader,message", INVALID_CASES, ids=[c[0] for c in INVALID_CASES])
+def test_invalid_settings_are_refused_naming_the_key(tmp_path, name, text, loader, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        loader.load(path)
