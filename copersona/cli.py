@@ -520,6 +520,33 @@ def train(
     )
 
 
+@app.command()
+def serve(
+    store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
+    host: Annotated[str, typer.Option(help="Address to bind (without --api-keys: loopback only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+    config: Annotated[
+        Optional[Path], typer.Option(help="Config file: its [harness] table sets inference, [serve] the limits.")
+    ] = None,
+    api_keys: Annotated[
+        Optional[Path], typer.Option(help="File of bearer tokens, one per line (required off loopback).")
+    ] = None,
+    llm: LLMOption = None,
+) -> None:
+    """Serve STORE over HTTP: OpenAI-compatible chat completions (model = method, user = persona)
+    and the persona API."""
+    import uvicorn
+
+    from copersona.config import ServeConfig
+    from copersona.serve import open_app
+
+    harness_config = _harness_config(config, llm)
+    settings = ServeConfig.load(config) if config else ServeConfig()
+    application, _service = open_app(store, harness_config, settings, api_keys=api_keys, host=host)
+    console.print(f"serving {store} at http://{host}:{port} (OpenAI base URL: http://{host}:{port}/v1)")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
 @app.command(name="methods")
 def list_methods() -> None:
     """The methods of the harness."""
@@ -533,9 +560,16 @@ def list_methods() -> None:
 
 @app.command(name="config")
 def show_config() -> None:
-    """Every setting with its default and meaning (build sections, then [harness] and [training])."""
+    """Every setting with its default and meaning (build sections, then [harness], [training] and [serve])."""
+    from copersona.config import ServeConfig
+
     table = Table("setting", "default", "meaning")
-    settings = describe(BuildConfig) + describe(HarnessConfig, "harness.") + describe(TrainingConfig, "training.")
+    settings = (
+        describe(BuildConfig)
+        + describe(HarnessConfig, "harness.")
+        + describe(TrainingConfig, "training.")
+        + describe(ServeConfig, "serve.")
+    )
     for name, default, text in settings:
         table.add_row(name, json.dumps(default), text)
     _out().print(table)

@@ -163,10 +163,10 @@ class BuildConfig(_TopLevel):
 
     @classmethod
     def load(cls, path: str | Path) -> BuildConfig:
-        """The build sections of a config file (``[harness]`` and ``[training]`` have their own classes)."""
+        """The build sections of a config file (``[harness]``, ``[training]``, ``[serve]`` have their own classes)."""
         raw = _read(path)
-        raw.pop("harness", None)
-        raw.pop("training", None)
+        for other in ("harness", "training", "serve"):
+            raw.pop(other, None)
         return cls.from_dict(raw)
 
 
@@ -472,3 +472,21 @@ class TrainingConfig(_TopLevel):
     @classmethod
     def load(cls, path: str | Path) -> TrainingConfig:
         return cls.from_dict(_read(path).get("training", {}))
+
+
+@dataclass
+class ServeConfig(_TopLevel):
+    """The HTTP service (the ``[serve]`` table); what it answers with is the ``[harness]`` table."""
+
+    where = "serve"
+
+    max_concurrent_per_key: int = _help(
+        "Requests one API key may have in flight; more are refused with 429.", ge=1, default=4
+    )
+    max_request_bytes: int = _help("Largest request body accepted; larger ones get 413.", ge=1024, default=1_000_000)
+    max_tokens: int = _help("Most tokens one answer may ask for (a request's max_tokens is capped).", ge=1, default=512)
+    page_size: int = _help("Users per page of GET /v1/users at most.", ge=1, default=100)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ServeConfig:
+        return cls.from_dict(_read(path).get("serve", {}))

@@ -51,6 +51,15 @@ class Example(BaseModel):
     split: Split
     profile: list[Interaction]
     target: Interaction
+    # A free request answered in the user's voice instead of the target's review (served requests):
+    # the target then only dates the request and names no real item.
+    instruction: str = ""
+
+    def query(self) -> Interaction:
+        """What self-history retrieval matches on: the target item, or the free request's words."""
+        if not self.instruction:
+            return self.target
+        return self.target.model_copy(update={"item_title": self.instruction, "item_description": ""})
 
 
 # How many problems of each kind a report keeps with file and line; the counts are always complete.

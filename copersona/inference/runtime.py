@@ -192,8 +192,11 @@ class Runtime:
     def inputs(self, name: str, example: Example) -> MethodInput:
         return self.method(name, [example]).inputs(example)
 
-    def predict(self, name: str, examples: list[Example]) -> list[Prediction]:
-        """One prediction per example: generated in batches, or copied for reference methods."""
+    def predict(self, name: str, examples: list[Example], *, max_tokens: int | None = None) -> list[Prediction]:
+        """One prediction per example: generated in batches, or copied for reference methods.
+
+        ``max_tokens`` caps each answer below the method's own length target (a served request's cap).
+        """
         method = self.method(name, examples)
         inputs = [method.inputs(e) for e in examples]
         predictions = [
@@ -218,7 +221,7 @@ class Runtime:
             Request.chat(
                 inp.messages,
                 temperature=g.temperature,
-                max_tokens=inp.max_tokens,
+                max_tokens=min(inp.max_tokens, max_tokens) if max_tokens else inp.max_tokens,
                 seed=g.seed,
                 stop=STOP,
                 soft_prompt=self.soft_prompt(name, e.user_id),

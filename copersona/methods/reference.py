@@ -38,7 +38,7 @@ class CopySelf(Method):
         notes: list[str],
         dropped: list[DroppedText] | None = None,
     ) -> MethodInput:
-        best = self.resources.bm25.retrieve(profile, example.target, 1)
+        best = self.resources.bm25.retrieve(profile, example.query(), 1)
         if not best:
             notes.append(f"{source} has no reviews: empty prediction")
         return MethodInput(

@@ -1,0 +1,187 @@
+"""`copersona serve` as a client meets it: a real uvicorn server on loopback over a copy of the
+session build, the real generator, driven with the official ``openai`` client and plain HTTP."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from urllib.parse import quote
+
+import httpx
+import openai
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from copersona.config import HarnessConfig, ServeConfig
+from copersona.serve import open_app
+from copersona.store.sqlite import Store
+
+KEY = "test-key-1"
+HI = [{"role": "user", "content": "hi"}]
+REQUEST = "Tell a friend in two sentences what you look for in a guitar strap."
+
+
+@pytest.fixture(scope="module")
+def server(built_store, tmp_path_factory):
+    """The base URL of a running server with one API key, and a user and item of its store."""
+    folder = tmp_path_factory.mktemp("serve")
+    store = shutil.copy(built_store, folder / "s.sqlite")
+    keys = folder / "keys.txt"
+    keys.write_text(f"{KEY}\nother-key\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app, _ = open_app(store, HarnessConfig(), ServeConfig(max_request_bytes=20_000), api_keys=keys)
+    import uvicorn
+
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while not uv.started and time.time() < deadline:
+        time.sleep(0.1)
+    with Store(built_store, read_only=True) as db:
+        user = db.user_ids()[0]
+        history, _ = db.history(user)
+    yield {"base": base, "user": user, "history": history, "store": store}
+    uv.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server['base']}/v1", api_key=KEY, max_retries=0, timeout=300)
+
+
+def test_models_are_the_methods_this_store_can_run(client):
+    ids = {m.id for m in client.models.list()}
+    assert {"nonperso", "rag", "pag", "copersona-np", "copy-self"} <= ids
+    assert "copersona" not in ids  # needs a trained model, which this store has none of
+
+
+def test_a_free_request_is_answered_in_the_users_voice_with_peers(client, server):
+    response = client.chat.completions.create(
+        model="copersona-np",
+        user=server["user"],
+        messages=[{"role": "user", "content": REQUEST}],
+        max_tokens=40,
+        extra_body={"explain": True},
+    )
+    answer = response.choices[0].message.content
+    assert answer.strip() and response.model == "copersona-np"
+    assert 0 < response.usage.completion_tokens <= 40 and response.usage.prompt_tokens > 0
+    extension = response.model_extra["copersona"]
+    assert extension["generator"].startswith("llamacpp:")
+    explain = extension["explain"]
+    assert explain["parts"]["query"] == REQUEST
+    assert explain["parts"]["history"]  # the user's own reviews are the few-shot turns
+    # Streaming the same request (now cached) gives the same answer in OpenAI chunks, usage last.
+    stream = client.chat.completions.create(
+        model="copersona-np",
+        user=server["user"],
+        messages=[{"role": "user", "content": REQUEST}],
+        max_tokens=40,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == answer
+    assert chunks[-1].usage.completion_tokens == response.usage.completion_tokens
+
+
+def test_the_review_task_names_an_item_in_metadata(client, server):
+    response = client.chat.completions.create(
+        model="copy-self",
+        user=server["user"],
+        messages=[],
+        metadata={"item_id": server["history"][-1].item_id, "rating": "5"},
+    )
+    text = response.choices[0].message.content
+    # Copy-self answers with one of the user's reviews written before the target.
+    assert text in {i.text for i in server["history"][:-1]}
+    assert response.model_extra["copersona"]["generator"] == "none (no LLM)"
+
+
+def test_persona_api(server):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=server["base"], headers=headers) as http:
+        page = http.get("/v1/users", params={"offset": 1, "limit": 2}).json()
+        assert page["total"] == 40 and len(page["data"]) == 2
+        persona = http.get(f"/v1/users/{server['user']}").json()
+        assert persona["facets"] and {"summary", "quotes", "reliability", "neighbours"} <= set(persona["facets"][0])
+        peers = http.get(f"/v1/users/{server['user']}/peers", params={"limit": 2}).json()
+        assert len(peers["combined"]) <= 2 and set(peers["facets"]) == {f["key"] for f in persona["facets"]}
+        missing = http.get("/v1/users/nobody-here")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "user_not_found"
+
+
+@pytest.mark.parametrize(
+    "case, request_kwargs, status",
+    [
+        ("no key", {"headers": {}}, 401),
+        ("wrong key", {"headers": {"Authorization": "Bearer nope"}}, 401),
+        ("unknown model", {"json": {"model": "gpt-9", "user": "u", "messages": []}}, 404),
+        (
+            "unknown user",
+            {"json": {"model": "copy-self", "user": "nobody", "messages": HI}},
+            404,
+        ),
+        ("temperature out of range", {"json": {"model": "rag", "user": "u", "temperature": 9, "messages": []}}, 400),
+        ("no user message", {"json": {"model": "copy-self", "user": "u", "messages": []}}, 400),
+        (
+            "rating not a number",
+            {"json": {"model": "copy-self", "user": "u", "metadata": {"item_id": "x", "rating": "hi"}}},
+            400,
+        ),
+        ("body too large", {"content": b"{" + b" " * 30_000 + b"}"}, 413),
+        ("not JSON", {"content": b"[/bold] not json"}, 400),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_bad_requests_get_a_clear_4xx(server, case, request_kwargs, status):
+    kwargs = {"headers": {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}, **request_kwargs}
+    response = httpx.post(f"{server['base']}/v1/chat/completions", timeout=120, **kwargs)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["message"]
+
+
+def test_health_is_open(server):
+    assert httpx.get(f"{server['base']}/health").json() == {"status": "ok"}
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    model=st.sampled_from(["copy-self", "copy-peer"]) | st.text(max_size=12),
+    user=st.sampled_from(["first", "nobody"]) | st.text(max_size=12),
+    messages=JSON,
+    metadata=JSON,
+    extra=st.dictionaries(st.sampled_from(["temperature", "seed", "max_tokens", "stream", "explain"]), JSON),
+    path=st.sampled_from(["/v1/chat/completions", "/v1/users/{}", "/v1/users/{}/peers", "/v1/users"]),
+)
+def test_fuzzed_requests_never_get_a_5xx(server, model, user, messages, metadata, extra, path):
+    """Generated bodies and paths (wrong types, nesting, unicode, missing fields): 2xx or 4xx only."""
+    user = server["user"] if user == "first" else user
+    body = {"model": model, "user": user, "messages": messages, "metadata": metadata, **extra}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    url = server["base"] + path.format(quote(user, safe="") or "x")
+    if path == "/v1/chat/completions":
+        response = httpx.post(url, json=body, headers=headers, timeout=300)
+    else:
+        response = httpx.get(url, params={"limit": str(extra.get("max_tokens", 3))}, headers=headers, timeout=60)
+    assert response.status_code < 500, response.text
+
+
+def test_without_keys_only_loopback_is_served(server):
+    with pytest.raises(ValueError, match="needs --api-keys"):
+        open_app(server["store"], HarnessConfig(), ServeConfig(), host="0.0.0.0")
