@@ -547,6 +547,22 @@ def serve(
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
+@app.command(name="delete-user")
+def delete_user(
+    store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
+    user: Annotated[str, typer.Argument(help="The user to forget.")],
+) -> None:
+    """Forget USER: reviews, facet states, edges both ways, soft prompts and every cached LLM text
+    holding their words; neighbours' lists are recomputed and the file compacted."""
+    from copersona.live import erase_user
+    from copersona.store.sqlite import Store
+
+    with Store(store, create=False) as db:
+        report = erase_user(db, user)
+    removed = ", ".join(f"{count} {table}" for table, count in report.removed.items())
+    typer.echo(f"forgot {user}: removed {removed}; {report.neighbours_recomputed} neighbour lists recomputed")
+
+
 @app.command(name="methods")
 def list_methods() -> None:
     """The methods of the harness."""

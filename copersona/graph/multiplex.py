@@ -48,8 +48,10 @@ def reliability_gates(reliabilities: Sequence[str], config: GraphConfig) -> np.n
     return omega[levels]
 
 
-def layer_neighbours(vectors: np.ndarray, reliabilities: Sequence[str], config: GraphConfig) -> Neighbours:
-    """One facet layer's top-K neighbours of every user, gated by reliability (Eq. 6).
+def layer_neighbours(
+    vectors: np.ndarray, reliabilities: Sequence[str], config: GraphConfig, rows: np.ndarray | None = None
+) -> Neighbours:
+    """One facet layer's top-K neighbours of every user (or of ``rows``), gated by reliability (Eq. 6).
 
     Parameters
     ----------
@@ -59,11 +61,13 @@ def layer_neighbours(vectors: np.ndarray, reliabilities: Sequence[str], config: 
         r_u^(m) in none / weak / moderate / strong.
     config : GraphConfig
         K, the cosine threshold, omega and the exact/approximate switch.
+    rows : (q,) int, optional
+        Search only these users' neighbours (every user stays a candidate); default all, q = n.
 
     Returns
     -------
     Neighbours
-        (n, K) indices, cosine A_uv and full gated weight omega_u omega_v A_uv.
+        (q, K) indices, cosine A_uv and full gated weight omega_u omega_v A_uv.
     """
     if len(reliabilities) != len(vectors):
         raise ValueError(f"{len(vectors)} vectors but {len(reliabilities)} reliability labels")
@@ -72,15 +76,24 @@ def layer_neighbours(vectors: np.ndarray, reliabilities: Sequence[str], config: 
         config.top_k,
         config.min_similarity,
         reliability_gates(reliabilities, config),
+        rows=rows,
         exact_max=config.exact_max_users,
         candidate_factor=config.candidate_factor,
     )
 
 
-def edges_of(facet_key: str, user_ids: Sequence[str], neighbours: Neighbours) -> Iterator[Edge]:
-    """The edges of a layer, by source in ``user_ids`` order, then by rank (0 = strongest)."""
+def edges_of(
+    facet_key: str, user_ids: Sequence[str], neighbours: Neighbours, sources: Sequence[str] | None = None
+) -> Iterator[Edge]:
+    """The edges of a layer, by source in ``user_ids`` order, then by rank (0 = strongest).
+
+    ``neighbours`` indexes ``user_ids``; its rows are ``sources`` when only some rows were searched.
+    """
     for source, row_indices, row_similarity, row_weight in zip(
-        user_ids, neighbours.indices.tolist(), neighbours.similarity.tolist(), neighbours.weight.tolist()
+        user_ids if sources is None else sources,
+        neighbours.indices.tolist(),
+        neighbours.similarity.tolist(),
+        neighbours.weight.tolist(),
     ):
         for rank, (target, similarity, weight) in enumerate(zip(row_indices, row_similarity, row_weight)):
             if target < 0:
@@ -93,6 +106,25 @@ def edges_of(facet_key: str, user_ids: Sequence[str], neighbours: Neighbours) ->
                 weight=weight,
                 rank=rank,
             )
+
+
+def refresh_sources(store: Store, config: GraphConfig, facet_key: str, sources: Sequence[str]) -> int:
+    """Recompute the out-edges of ``sources`` in one layer against the layer as stored now.
+
+    After a user leaves (or their facet text changes), only rows that can change are searched
+    again: with exact search the result equals a full rebuild's rows for those users. Returns
+    the number of rows recomputed (sources no longer in the layer are skipped).
+    """
+    user_ids, vectors, reliabilities = store.facet_layer(facet_key, placeholders=config.placeholder_edges)
+    position = {user: i for i, user in enumerate(user_ids)}
+    present = [s for s in sources if s in position]
+    if not present:
+        store.replace_layer_rows(facet_key, sources, [])
+        return 0
+    rows = np.array([position[s] for s in present], dtype=np.int64)
+    neighbours = layer_neighbours(vectors, reliabilities, config, rows)
+    store.replace_layer_rows(facet_key, sources, edges_of(facet_key, user_ids, neighbours, present))
+    return len(present)
 
 
 def build_layer(

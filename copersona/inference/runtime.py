@@ -101,6 +101,12 @@ class Runtime:
             base_generator=self.base_generator,
         )
 
+    def forget(self) -> None:
+        """Drop prepared methods and resources (indexes, token counts, peer texts) after the store
+        changed under this runtime; the generator and embedder stay loaded."""
+        self._methods.clear()
+        self._resources.clear()
+
     @property
     def generator_id(self) -> str | None:
         """The generator's model id if one was loaded (reference-only runs load none)."""

@@ -6,7 +6,8 @@ persona, plus read access to personas.
   answered in the user's voice with their retrieved history and peer facet context. ``stream``
   sends server-sent events; ``explain`` (an extension field) returns the exact input the method
   built. ``usage`` counts the generator's tokens.
-* ``GET /v1/models``; ``GET /v1/users``, ``/v1/users/{id}``, ``/v1/users/{id}/peers``.
+* ``GET /v1/models``; ``GET /v1/users``, ``/v1/users/{id}``, ``/v1/users/{id}/peers``;
+  ``DELETE /v1/users/{id}`` forgets a user (:mod:`copersona.live.erase`) and returns what went.
 * ``GET /health`` is open; everything else needs a bearer token from the keys file when one is given.
 
 Errors use OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``) with a 4xx status:
@@ -239,6 +240,10 @@ def create_app(service: PersonaService, settings: ServeConfig, keys: KeyLimits) 
     @app.get("/v1/users/{user_id}/peers")
     async def peers(caller: Caller, user_id: str, limit: Annotated[int, Query(ge=0, le=100)] = 5) -> dict:
         return await guarded(caller, service.peers, user_id, limit)
+
+    @app.delete("/v1/users/{user_id}")
+    async def delete_user(caller: Caller, user_id: str) -> dict:
+        return {"deleted": True, **await guarded(caller, service.erase, user_id)}
 
     @app.post("/v1/chat/completions")
     async def chat(caller: Caller, body: ChatRequest):

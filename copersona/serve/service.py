@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,6 +19,7 @@ from copersona.config import HarnessConfig
 from copersona.generate import UnknownUser, free_request_example, request_example
 from copersona.inference import NO_GENERATOR, Runtime, open_runtime
 from copersona.inspect import user_persona
+from copersona.live import erase_user
 from copersona.methods import METHODS, method_class
 from copersona.store.sqlite import Store
 
@@ -153,6 +154,13 @@ class PersonaService:
         if not self.store.history(user_id)[0]:
             raise UnknownUser(f"no user {user_id!r}")
         return user_persona(self.store, user_id, neighbours=neighbours)
+
+    def erase(self, user_id: str) -> dict:
+        """Forget ``user_id`` in the store, and every text of theirs the runtimes hold in memory."""
+        report = erase_user(self.store, user_id)
+        for runtime in self._runtimes.values():
+            runtime.forget()
+        return asdict(report)
 
     def peers(self, user_id: str, limit: int) -> dict:
         persona = self.persona(user_id, limit)

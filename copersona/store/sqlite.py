@@ -11,7 +11,7 @@ import json
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -486,6 +486,16 @@ class Store:
             )
         return cur.rowcount
 
+    def in_edges(self, user_id: str) -> dict[str, list[str]]:
+        """Per facet layer, the users that have ``user_id`` among their neighbours."""
+        found: dict[str, list[str]] = defaultdict(list)
+        rows = self._db.execute(
+            "SELECT facet_key, source FROM edges WHERE target = ? ORDER BY facet_key, source", (user_id,)
+        )
+        for facet_key, source in rows:
+            found[facet_key].append(source)
+        return dict(found)
+
     def edges(self, facet_key: str | None = None, source: str | None = None) -> list[Edge]:
         where, args = _where(facet_key=facet_key, source=source)
         rows = self._db.execute(
@@ -561,6 +571,70 @@ class Store:
     def trained_models(self) -> dict[str, str]:
         """Method -> training folder of the registered models."""
         return dict(self._db.execute("SELECT method, path FROM trained_models ORDER BY method").fetchall())
+
+    # -- erasure ---------------------------------------------------------------------------
+    def delete_user_rows(self, user_id: str, holds_their_words: Callable[[str], bool]) -> dict[str, int]:
+        """Remove every row of ``user_id`` and every cached text ``holds_their_words``; counts by table.
+
+        Call inside a transaction that also repairs the graph (:func:`copersona.live.erase_user`).
+        Their edges go in both directions; LLM-cache entries whose request or answer holds their
+        words go (answers in their voice are cached under requests holding their history); cluster
+        evidence forgets them as a medoid and drops excerpts holding their words.
+        """
+        self._db.execute("PRAGMA secure_delete = ON")  # freed pages are zeroed, not left readable
+        removed: dict[str, int] = {}
+        for table, where in (
+            ("interactions", "user_id = ?"),
+            ("profile_vectors", "user_id = ?"),
+            ("facet_states", "user_id = ?"),
+            ("soft_prompts", "user_id = ?"),
+            ("edges", "source = ?1 OR target = ?1"),
+        ):
+            removed[table] = self._db.execute(f"DELETE FROM {table} WHERE {where}", (user_id,)).rowcount
+        cached = [
+            key
+            for key, request, response in self._db.execute("SELECT key, request, response FROM llm_cache")
+            if holds_their_words(request) or holds_their_words(response)
+        ]
+        self._db.executemany("DELETE FROM llm_cache WHERE key = ?", [(k,) for k in cached])
+        removed["llm_cache"] = len(cached)
+        changed = 0
+        for cluster in self.clusters():
+            excerpts = [e for e in cluster.excerpts if not holds_their_words(e)]
+            medoids = [u for u in cluster.medoid_user_ids if u != user_id]
+            if excerpts != cluster.excerpts or medoids != cluster.medoid_user_ids:
+                changed += 1
+                evidence = cluster.model_copy(update={"excerpts": excerpts, "medoid_user_ids": medoids})
+                self._db.execute(
+                    "UPDATE clusters SET evidence = ? WHERE cluster_id = ?",
+                    (evidence.model_dump_json(), cluster.cluster_id),
+                )
+        removed["cluster_evidence"] = changed
+        return removed
+
+    def replace_layer_rows(self, facet_key: str, sources: Iterable[str], edges: Iterable[Edge]) -> None:
+        """Replace the out-edges of ``sources`` in one facet layer (the rest of the graph stays)."""
+        with self.transaction():
+            self._db.executemany(
+                "DELETE FROM edges WHERE facet_key = ? AND source = ?", [(facet_key, s) for s in sources]
+            )
+            self._db.executemany(
+                "INSERT INTO edges(facet_key, source, target, similarity, weight, rank) VALUES (?, ?, ?, ?, ?, ?)",
+                [(e.facet_key, e.source, e.target, e.similarity, e.weight, e.rank) for e in edges],
+            )
+
+    def compact(self) -> dict[str, int]:
+        """Rewrite the file so that deleted content is gone from it and from its WAL, not just unlinked.
+
+        Checkpoints the WAL into the file and truncates it, then VACUUMs (a fresh copy without
+        free pages) and truncates the WAL again. Fails when another connection holds a read.
+        """
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.execute("VACUUM")
+        busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise StoreError(f"{self.path}: another process is reading the store; compact again once it stops")
+        return {"bytes": self.path.stat().st_size}
 
     # -- counts -----------------------------------------------------------------------------
     def count(self, table: str) -> int:
