@@ -193,6 +193,7 @@ class RetrievalConfig:
 
 
 PEER_CUTOFFS = ("before-target", "none")
+PEER_WORDS = ("verbatim", "none")
 
 
 @dataclass
@@ -211,6 +212,15 @@ class PeersConfig:
     )
     same_item: bool = _help(
         "Allow a peer's own review of the target item to reach the input (false: never).", default=False
+    )
+    quotes: str = _help(
+        "'verbatim': peers' quotes and extractive summaries (their own sentences) may reach an input; "
+        "'none': no other user's words reach an input or an API response: peer packages keep only "
+        "model-written (abstractive) summaries, so an extractive build has no peer context; copy-peer "
+        "and DPL, which show peers' reviews, are refused; the persona API leaves out quotes and "
+        "extractive summaries.",
+        choices=PEER_WORDS,
+        default="verbatim",
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from copersona.facets.records import RELIABILITY_LEVELS
+from copersona.retrieval.peers import own_words
 from copersona.store.sqlite import Store, StoreError
 
 
@@ -54,8 +55,11 @@ def overview(store: Store) -> dict:
     }
 
 
-def user_persona(store: Store, user_id: str, neighbours: int = 3) -> dict:
-    """One user's facets (summary, quotes, label), neighbours per facet, and top combined peers."""
+def user_persona(store: Store, user_id: str, neighbours: int = 3, words: str = "verbatim") -> dict:
+    """One user's facets (summary, quotes, label), neighbours per facet, and top combined peers.
+
+    ``words="none"`` leaves out the user's own words: quotes, and summaries that are their sentences.
+    """
     states = {s.facet_key: s for s in store.facet_states(user_id=user_id)}
     if not states:
         raise StoreError(f"{store.path}: no user {user_id!r} with facet states")
@@ -75,8 +79,8 @@ def user_persona(store: Store, user_id: str, neighbours: int = 3) -> dict:
                 "facet": f.name,
                 "key": f.key,
                 "reliability": states[f.key].reliability,
-                "summary": states[f.key].summary,
-                "quotes": states[f.key].quotes,
+                "summary": "" if words == "none" and own_words(states[f.key]) else states[f.key].summary,
+                "quotes": [] if words == "none" else states[f.key].quotes,
                 "fallback": states[f.key].fallback,
                 "neighbours": by_facet.get(f.key, []),
             }

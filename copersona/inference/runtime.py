@@ -158,13 +158,23 @@ class Runtime:
             )
         return self._resources[window]
 
+    def refusal(self, name: str) -> str | None:
+        """Why ``name`` cannot run here (a trained model missing, peers' words withheld), or None."""
+        cls = method_class(name)
+        if cls.soft_prompt is not None and name not in self.models:
+            return (
+                f"{name!r} needs a trained model: run `copersona train STORE --method {name} --out DIR`, "
+                "or evaluate with --finetuned"
+            )
+        if cls.shows_peer_words and self.config.peers.quotes == "none":
+            return f"{name!r} puts other users' reviews in its input, which [harness.peers] quotes = 'none' forbids"
+        return None
+
     def method(self, name: str, examples: list[Example] | None = None) -> Method:
         if name not in self._methods:
-            if method_class(name).soft_prompt is not None and name not in self.models:
-                raise ValueError(
-                    f"{name!r} needs a trained model: run `copersona train STORE --method {name} --out DIR`, "
-                    "or evaluate with --finetuned"
-                )
+            refusal = self.refusal(name)
+            if refusal is not None:
+                raise ValueError(refusal)
             model = self.models.get(name)
             method = create(name, self.resources(model.window if model is not None else None))
             method.prepare(examples or [])

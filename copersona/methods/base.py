@@ -132,7 +132,7 @@ class Resources:
 
     @cached_property
     def peers(self) -> PeerIndex:
-        return PeerIndex(self.store)
+        return PeerIndex(self.store, self.config.peers.quotes)
 
     @cached_property
     def profiles(self) -> dict[str, list[Interaction]]:
@@ -174,6 +174,9 @@ class Method(ABC):
     # The personalizer whose soft prompt goes before this method's input ("persona": the gated graph
     # encoder; "difference": DEP's), or None. Such a method needs a trained model (copersona train).
     soft_prompt: ClassVar[str | None] = None
+    # Puts other users' reviews themselves into its input (copy-peer, DPL's representatives):
+    # refused where [harness.peers] quotes = "none".
+    shows_peer_words: ClassVar[bool] = False
 
     def __init__(self, resources: Resources):
         self.resources = resources

@@ -57,6 +57,8 @@ class CoPersonaNP(PromptMethod):
         if not text:
             if limit <= 0:
                 note = "peer context disabled (neighbours = 0)"
+            elif self.config.peers.quotes == "none" and self.resources.peers.neighbours(example.user_id, limit):
+                note = "no peers: their facet texts are their own words, withheld (peers.quotes = 'none')"
             elif groups:  # the user has peers, but the window left them no room
                 note = "no peers: no room left in the window for peer context"
             elif dropped:

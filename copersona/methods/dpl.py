@@ -61,6 +61,7 @@ class DPL(ProfileMethod):
     name = "dpl"
     description = "A difference-aware profile against representative users (clustering medoids) + retrieved reviews."
     block_title = "How this customer differs from representative customers:"
+    shows_peer_words = True
     part = "difference profile"
 
     @cached_property

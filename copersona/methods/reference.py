@@ -59,6 +59,7 @@ class CopySelf(Method):
 class CopyPeer(CopySelf):
     name = "copy-peer"
     description = "No LLM: the most similar review (BM25) of the user's nearest peer, copied."
+    shows_peer_words = True
 
     @cached_property
     def _profile_space(self) -> tuple[list[str], dict[str, int], np.ndarray]:

@@ -52,10 +52,20 @@ class FacetPeers:
     exemplars: tuple[PeerExemplar, ...]
 
 
-class PeerIndex:
-    """Neighbours and facet packages of every user, loaded from the store."""
+def own_words(state: FacetSummary) -> bool:
+    """Whether a facet state's summary is the user's own sentences (extractive) rather than a model's."""
+    return state.method == "extractive"
 
-    def __init__(self, store: Store):
+
+class PeerIndex:
+    """Neighbours and facet packages of every user, loaded from the store.
+
+    With ``words="none"`` packages carry no peer's own words: no quotes, and summaries only where a
+    model wrote them (an extractive summary is the peer's sentences).
+    """
+
+    def __init__(self, store: Store, words: str = "verbatim"):
+        self.words = words
         schema = store.schema()
         if schema is None:
             raise StoreError(f"{store.path}: no facet schema; run `copersona build` first")
@@ -80,7 +90,12 @@ class PeerIndex:
         for key, facet in self.facets.items():
             exemplars = []
             for peer in sorted((p for p in peers if key in p.facets), key=lambda p: (-p.facets[key], p.user_id)):
-                exemplar = self._exemplar(peer.user_id, peer.facets[key], self._states[(peer.user_id, key)], cutoff)
+                state = self._states[(peer.user_id, key)]
+                if self.words == "none":
+                    state = state.model_copy(
+                        update={"quotes": [], "quote_sources": [], "summary": "" if own_words(state) else state.summary}
+                    )
+                exemplar = self._exemplar(peer.user_id, peer.facets[key], state, cutoff)
                 dropped.extend(exemplar[1])
                 if exemplar[0] is not None:
                     exemplars.append(exemplar[0])

@@ -102,7 +102,7 @@ class PersonaService:
         runtime = self._runtime(self.config.generation.temperature, self.config.generation.seed)
         rows = []
         for name, cls in METHODS.items():
-            if cls.soft_prompt is not None and name not in runtime.models:
+            if runtime.refusal(name) is not None:
                 continue
             model = runtime.models.get(name)
             generator = NO_GENERATOR if not cls.uses_generator else model.key if model else runtime.base_generator
@@ -153,7 +153,7 @@ class PersonaService:
     def persona(self, user_id: str, neighbours: int) -> dict:
         if not self.store.history(user_id)[0]:
             raise UnknownUser(f"no user {user_id!r}")
-        return user_persona(self.store, user_id, neighbours=neighbours)
+        return user_persona(self.store, user_id, neighbours=neighbours, words=self.config.peers.quotes)
 
     def erase(self, user_id: str) -> dict:
         """Forget ``user_id`` in the store, and every text of theirs the runtimes hold in memory."""

@@ -9,6 +9,7 @@ import pytest
 from copersona.backends.llm import LLM
 from copersona.config import HarnessConfig
 from copersona.inference import Runtime
+from copersona.inspect import user_persona
 from copersona.methods import METHODS, Method, MethodInput, example_key, register
 from copersona.methods.sanitize import SpecialTokens, sanitize
 
@@ -83,6 +84,25 @@ def test_no_neighbours_means_no_peer_context(store, runtime_on, examples):
     inp = runtime.inputs("copersona-np", examples[0])
     assert inp.parts["peers"] == "" and "peer context disabled (neighbours = 0)" in inp.notes
     assert inp.messages == runtime.inputs("rag", examples[0]).messages
+
+
+def test_with_quotes_none_no_other_users_words_reach_an_input(store, runtime_on, examples):
+    """[harness.peers] quotes = "none": an extractive build's peer facet texts are the peers' own
+    sentences, so none is placed; methods that show peers' reviews are refused."""
+    runtime = runtime_on(store, peers={"quotes": "none"})
+    profiles = store.profiles()
+    for example in examples:
+        inp = runtime.inputs("copersona-np", example)
+        others = [s for u, p in profiles.items() if u != example.user_id for i in p for s in i.text.split(". ")]
+        text = _all_text(inp)
+        assert not [s for s in others if len(s) > 30 and s in text]
+        assert inp.parts["peers"] == "" and any("withheld" in note or "no edges" in note for note in inp.notes)
+    for name in ("copy-peer", "dpl"):
+        with pytest.raises(ValueError, match="quotes = 'none'"):
+            runtime.inputs(name, examples[0])
+    assert runtime.refusal("copy-self") is None
+    persona = user_persona(store, examples[0].user_id, words="none")  # what the persona API shows
+    assert persona["facets"] and all(f["quotes"] == [] and f["summary"] == "" for f in persona["facets"])
 
 
 def test_peers_keep_their_share_of_a_small_window_and_say_when_they_have_none(store, runtime_on, examples):
