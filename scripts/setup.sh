@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q torch==2.13.0
-python3 -m pip install -q -e '.[embedded,hf,train,test]'
+python3 -m pip install -q -e '.[embedded,hf,train,serve,test]'
 # METEOR's WordNet, offline: Debian ships the database; NLTK's layout is generated from it.
 if ! python3 -c "from nltk.corpus import wordnet; wordnet.ensure_loaded()" 2>/dev/null; then
     if [ ! -e /usr/share/wordnet/data.noun ]; then
