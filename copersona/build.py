@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +56,16 @@ class Backends:
             self._llm = self.llm_factory(store)
         return self._llm
 
+    @classmethod
+    def of(cls, config: BuildConfig) -> Backends:
+        """Model factories from the config's spec strings (models load only when a stage needs them)."""
+        from copersona.backends import load_embedder, load_llm_backend
+
+        return cls(
+            embedder_factory=lambda: load_embedder(config.embedder),
+            llm_factory=lambda store: LLM(load_llm_backend(config.llm), cache=store),
+        )
+
 
 @dataclass
 class BuildResult:
@@ -86,6 +96,15 @@ def _pinned(config: BuildConfig) -> dict:
 
 class Build:
     """Runs the stages against one store; ``run`` does all of them."""
+
+    @classmethod
+    def of(cls, store: Store, progress: Progress | None = None) -> Build:
+        """The build that made ``store``: its stored config and models (for live updates)."""
+        raw = store.get_meta("build_config")
+        if raw is None:
+            raise StoreError(f"{store.path}: not built yet; run `copersona build` first")
+        config = BuildConfig.from_dict(raw)
+        return cls(store, config, Backends.of(config), progress)
 
     def __init__(self, store: Store, config: BuildConfig, backends: Backends, progress: Progress | None = None):
         self.store = store
@@ -150,10 +169,16 @@ class Build:
             advance(len(users))
         return {"users": len(users), "report": report.to_dict()}
 
-    def profiles(self) -> dict:
-        """tau_u per user, embedded (L2-normalized) for clustering and the global baseline graph."""
-        done = set(self.store.profile_vectors()[0])
-        profiles = self.store.profiles()
+    def profiles(self, users: Iterable[str] | None = None) -> dict:
+        """tau_u per user, embedded (L2-normalized) for clustering and the global baseline graph.
+
+        ``users``: (re)embed exactly these (a live update); default every user not embedded yet.
+        """
+        if users is None:
+            done = set(self.store.profile_vectors()[0])
+            profiles = self.store.profiles()
+        else:
+            done, profiles = set(), self.store.profiles(users)
         todo = sorted(set(profiles) - done)
         if todo:
             facets = self.config.facets
@@ -213,16 +238,24 @@ class Build:
             return AbstractiveSummarizer(schema, self.config.summary, self.backends.llm(self.store))
         raise ValueError(f"unknown summarizer {kind!r}: use 'extractive' or 'abstractive'")
 
-    def summaries(self, batch_users: int) -> dict:
-        """Facet states of every user not yet done, one transaction per batch of users."""
+    def summaries(self, batch_users: int, users: Iterable[str] | None = None) -> dict:
+        """Facet states of every user not yet done, one transaction per batch of users.
+
+        ``users``: summarize exactly these again (a live update), with the stored calibration.
+        """
         schema = self.store.schema()
         keys = [f.key for f in schema.facets]
-        profiles = self.store.profiles()
-        done = self.store.users_with_states(keys)
+        calibration = self.store.get_meta("summary_calibration")
+        if users is None:
+            profiles = self.store.profiles()
+            done = self.store.users_with_states(keys)
+        else:
+            if calibration is None:
+                raise StoreError(f"{self.store.path}: no summarizer calibration; finish `copersona build` first")
+            profiles, done = self.store.profiles(users), set()
         todo = sorted(set(profiles) - done)
         summarizer = self._summarizer(schema)
         self.store.set_meta("summarizer", summarizer.method)
-        calibration = self.store.get_meta("summary_calibration")
         if calibration is None:
             with self.progress.stage(f"calibrate {summarizer.method} summarizer", total=1) as advance:
                 calibration = summarizer.calibrate(profiles)

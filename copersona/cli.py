@@ -96,18 +96,6 @@ def _config(
     return config
 
 
-def backends_for(config: BuildConfig):
-    """Model factories from the config's spec strings (models load only when a stage needs them)."""
-    from copersona.backends import load_embedder, load_llm_backend
-    from copersona.backends.llm import LLM
-    from copersona.build import Backends
-
-    return Backends(
-        embedder_factory=lambda: load_embedder(config.embedder),
-        llm_factory=lambda store: LLM(load_llm_backend(config.llm), cache=store),
-    )
-
-
 @app.command()
 def build(
     data: Annotated[
@@ -126,14 +114,14 @@ def build(
     batch_users: Annotated[int, typer.Option(min=1, help="Users whose facet states are written per transaction.")] = 32,
 ) -> None:
     """Build (or resume) the persona graph of DATA into STORE."""
-    from copersona.build import Build
+    from copersona.build import Backends, Build
     from copersona.store.sqlite import Store
 
     build_config = _config(config, llm, embedder, summarizer, limit_users)
     if not data.exists():  # before the store is created: a typo must not leave an empty store behind
         raise FileNotFoundError(f"{data}: no such data file or folder")
     with Store(store, create=True) as db:
-        runner = Build(db, build_config, backends_for(build_config), RichProgress())
+        runner = Build(db, build_config, Backends.of(build_config), RichProgress())
         result = runner.run(data, batch_users=batch_users)
         table = Table(title=f"build of {store}")
         for column in ("stage", "seconds", "details"):
@@ -545,6 +533,31 @@ def serve(
     application, _service = open_app(store, harness_config, settings, api_keys=api_keys, host=host)
     console.print(f"serving {store} at http://{host}:{port} (OpenAI base URL: http://{host}:{port}/v1)")
     uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+@app.command(name="add-reviews")
+def add_reviews_command(
+    store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
+    data: Annotated[Path, typer.Argument(help="Reviews to add, in any format `build` reads.")],
+) -> None:
+    """Add DATA's reviews to STORE without a rebuild: the users' facet states, embeddings and graph
+    neighbourhoods are refreshed in one transaction (the schema and calibration stay frozen)."""
+    from copersona.build import Build
+    from copersona.data.loaders import load_path
+    from copersona.live import add_reviews
+    from copersona.store.sqlite import Store
+
+    if not data.exists():
+        raise FileNotFoundError(f"{data}: no such data file or folder")
+    reviews, report = load_path(data)
+    with Store(store, create=False) as db:
+        update = add_reviews(Build.of(db, RichProgress()), reviews)
+    typer.echo(
+        f"added {update.added} and replaced {update.replaced} reviews of {len(update.users)} users "
+        f"({update.new_users} new); {update.neighbour_rows} neighbour lists searched again; "
+        f"{update.soft_prompts_dropped} soft prompts dropped; {update.seconds:.2f} s"
+    )
+    _print_load_problems(console, report.to_dict())
 
 
 @app.command(name="delete-user")

@@ -127,6 +127,55 @@ def refresh_sources(store: Store, config: GraphConfig, facet_key: str, sources: 
     return len(present)
 
 
+def _may_gain(store: Store, config: GraphConfig, facet_key: str, changed: Sequence[str]) -> set[str]:
+    """Users of the layer whose top-K a changed user may now enter: the changed user's gated weight
+    to them reaches their current K-th neighbour's (or they have room for one more)."""
+    user_ids, vectors, reliabilities = store.facet_layer(facet_key, placeholders=config.placeholder_edges)
+    if not user_ids:
+        return set()
+    position = {user: i for i, user in enumerate(user_ids)}
+    gates = reliability_gates(reliabilities, config)
+    kth = np.full(len(user_ids), -np.inf, dtype=np.float32)  # -inf: room for another neighbour
+    counts = np.zeros(len(user_ids), dtype=np.int64)
+    lowest = np.full(len(user_ids), np.inf, dtype=np.float32)
+    for edge in store.edges(facet_key=facet_key):
+        if edge.source in position:
+            row = position[edge.source]
+            counts[row] += 1
+            lowest[row] = min(lowest[row], edge.weight)
+    full = counts >= config.top_k
+    kth[full] = lowest[full]
+    found: set[str] = set()
+    for user in changed:
+        if user not in position:
+            continue
+        row = position[user]
+        similarity = vectors @ vectors[row]
+        weight = gates * gates[row] * similarity
+        # >= keeps ties: a tie may reorder a list, so the list is searched again.
+        candidates = (similarity >= np.float32(config.min_similarity)) & (weight >= kth)
+        candidates[row] = False
+        found.update(user_ids[i] for i in np.flatnonzero(candidates))
+    return found
+
+
+def repair_layers(store: Store, config: GraphConfig, facet_keys: Sequence[str], changed: Sequence[str]) -> set[str]:
+    """After the facet states of ``changed`` users were rewritten, search again the rows that can
+    differ from a rebuild's: the changed users', those that had one as a neighbour, and those one
+    may now enter. Costs one pass of dot products per changed user and layer, not a rebuild.
+    Returns every user whose neighbour list was searched again."""
+    touched: set[str] = set()
+    pointing: dict[str, set[str]] = {key: set() for key in facet_keys}
+    for user in changed:
+        for facet_key, sources in store.in_edges(user).items():
+            pointing.setdefault(facet_key, set()).update(sources)
+    for facet_key in facet_keys:
+        rows = set(changed) | pointing[facet_key] | _may_gain(store, config, facet_key, changed)
+        refresh_sources(store, config, facet_key, sorted(rows))
+        touched |= rows
+    return touched
+
+
 def build_layer(
     facet_key: str, user_ids: Sequence[str], vectors: np.ndarray, reliabilities: Sequence[str], config: GraphConfig
 ) -> list[Edge]:

@@ -2,5 +2,6 @@
 added) without a rebuild, each change transactional."""
 
 from copersona.live.erase import Erasure, erase_user
+from copersona.live.update import Update, add_reviews
 
-__all__ = ["Erasure", "erase_user"]
+__all__ = ["Erasure", "Update", "add_reviews", "erase_user"]

@@ -6,6 +6,7 @@ persona, plus read access to personas.
   answered in the user's voice with their retrieved history and peer facet context. ``stream``
   sends server-sent events; ``explain`` (an extension field) returns the exact input the method
   built. ``usage`` counts the generator's tokens.
+* ``POST /v1/users/{id}/reviews`` adds reviews (of an existing or a new user) without a rebuild.
 * ``GET /v1/models``; ``GET /v1/users``, ``/v1/users/{id}``, ``/v1/users/{id}/peers``;
   ``DELETE /v1/users/{id}`` forgets a user (:mod:`copersona.live.erase`) and returns what went.
 * ``GET /health`` is open; everything else needs a bearer token from the keys file when one is given.
@@ -33,6 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from copersona.config import ServeConfig
+from copersona.data.loaders import MAX_TEXT_CHARS
+from copersona.data.records import Interaction
 from copersona.generate import UnknownUser
 from copersona.serve.service import Answer, PersonaService
 
@@ -83,6 +86,19 @@ class ChatRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     explain: bool = Field(default=False, description="Return the exact input the method built.")
+
+
+class NewReview(BaseModel):
+    item_id: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    rating: float | None = Field(default=None, ge=0, le=10)
+    title: str = Field(default="", max_length=500)
+    item_title: str = Field(default="", max_length=500, description="Default: the store's title of the item.")
+    timestamp: int | None = Field(default=None, ge=0, le=2**40, description="Unix seconds (default: now).")
+
+
+class NewReviews(BaseModel):
+    reviews: list[NewReview] = Field(min_length=1, max_length=1000)
 
 
 def _review_task(metadata: dict[str, str] | None) -> tuple[str | None, float | None, str | None]:
@@ -240,6 +256,23 @@ def create_app(service: PersonaService, settings: ServeConfig, keys: KeyLimits) 
     @app.get("/v1/users/{user_id}/peers")
     async def peers(caller: Caller, user_id: str, limit: Annotated[int, Query(ge=0, le=100)] = 5) -> dict:
         return await guarded(caller, service.peers, user_id, limit)
+
+    @app.post("/v1/users/{user_id}/reviews")
+    async def post_reviews(caller: Caller, user_id: str, body: NewReviews) -> dict:
+        now = int(time.time())
+        reviews = [
+            Interaction(
+                user_id=user_id,
+                item_id=r.item_id,
+                timestamp=r.timestamp if r.timestamp is not None else now,
+                rating=r.rating,
+                review_title=r.title,
+                text=r.text,
+                item_title=r.item_title,
+            )
+            for r in body.reviews
+        ]
+        return await guarded(caller, service.add_reviews, reviews)
 
     @app.delete("/v1/users/{user_id}")
     async def delete_user(caller: Caller, user_id: str) -> dict:

@@ -15,11 +15,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
+from copersona.build import Build
 from copersona.config import HarnessConfig
+from copersona.data.records import Interaction
 from copersona.generate import UnknownUser, free_request_example, request_example
 from copersona.inference import NO_GENERATOR, Runtime, open_runtime
 from copersona.inspect import user_persona
-from copersona.live import erase_user
+from copersona.live import add_reviews, erase_user
 from copersona.methods import METHODS, method_class
 from copersona.store.sqlite import Store
 
@@ -53,6 +55,7 @@ class PersonaService:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copersona-store")
         self._store: Store | None = None
         self._runtimes: dict[tuple[float, int], Runtime] = {}
+        self._build: Build | None = None  # the store's build config and models, for live updates
 
     # -- the worker thread ------------------------------------------------------------------
 
@@ -154,6 +157,15 @@ class PersonaService:
         if not self.store.history(user_id)[0]:
             raise UnknownUser(f"no user {user_id!r}")
         return user_persona(self.store, user_id, neighbours=neighbours, words=self.config.peers.quotes)
+
+    def add_reviews(self, reviews: list[Interaction]) -> dict:
+        """Add reviews without a rebuild (:mod:`copersona.live.update`); runtimes forget what changed."""
+        if self._build is None:
+            self._build = Build.of(self.store)
+        report = add_reviews(self._build, reviews)
+        for runtime in self._runtimes.values():
+            runtime.forget()
+        return asdict(report)
 
     def erase(self, user_id: str) -> dict:
         """Forget ``user_id`` in the store, and every text of theirs the runtimes hold in memory."""

@@ -612,6 +612,18 @@ class Store:
         removed["cluster_evidence"] = changed
         return removed
 
+    def forget_personas(self, user_ids: Iterable[str]) -> None:
+        """Drop these users' profile vectors and facet states (to be computed again)."""
+        with self.transaction():
+            for table in ("profile_vectors", "facet_states"):
+                self._db.executemany(f"DELETE FROM {table} WHERE user_id = ?", [(u,) for u in user_ids])
+
+    def drop_soft_prompts(self, user_ids: Iterable[str]) -> int:
+        """Drop these users' cached soft prompts (of every model); how many went."""
+        with self.transaction():
+            cur = self._db.executemany("DELETE FROM soft_prompts WHERE user_id = ?", [(u,) for u in user_ids])
+        return cur.rowcount
+
     def replace_layer_rows(self, facet_key: str, sources: Iterable[str], edges: Iterable[Edge]) -> None:
         """Replace the out-edges of ``sources`` in one facet layer (the rest of the graph stays)."""
         with self.transaction():

@@ -149,6 +149,25 @@ def test_bad_requests_get_a_clear_4xx(server, case, request_kwargs, status):
     assert response.json()["error"]["message"]
 
 
+def test_posted_reviews_make_a_new_user_servable(client, server):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    reviews = [
+        {"item_id": i.item_id, "text": f"Review {n}: the strap is {word} and sturdy, I use it on stage.", "rating": 4}
+        for n, (i, word) in enumerate(zip(server["history"], ["soft", "wide", "long"]))
+    ]
+    with httpx.Client(base_url=server["base"], headers=headers, timeout=300) as http:
+        added = http.post("/v1/users/new-player/reviews", json={"reviews": reviews})
+        assert added.status_code == 200, added.text
+        assert added.json()["new_users"] == 1 and added.json()["added"] == 3
+        assert http.get("/v1/users/new-player").json()["facets"]
+        bad = http.post("/v1/users/new-player/reviews", json={"reviews": [{"item_id": "x", "text": ""}]})
+        assert bad.status_code == 400
+    answer = client.chat.completions.create(
+        model="copy-self", user="new-player", messages=[{"role": "user", "content": "Which strap?"}]
+    )
+    assert answer.choices[0].message.content.startswith("Review")
+
+
 def test_delete_forgets_a_user(server):
     headers = {"Authorization": f"Bearer {KEY}"}
     with httpx.Client(base_url=server["base"], headers=headers, timeout=120) as http:
