@@ -6,14 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q torch==2.13.0
 python3 -m pip install -q -e '.[embedded,hf,train,serve,test]'
+if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+apt_install() {
+    $SUDO apt-get install -y -q "$@" >/dev/null \
+        || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q "$@" >/dev/null; }
+}
 # METEOR's WordNet, offline: Debian ships the database; NLTK's layout is generated from it.
 if ! python3 -c "from nltk.corpus import wordnet; wordnet.ensure_loaded()" 2>/dev/null; then
-    if [ ! -e /usr/share/wordnet/data.noun ]; then
-        if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-        $SUDO apt-get install -y -q wordnet-base wordnet-sense-index >/dev/null \
-            || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q wordnet-base wordnet-sense-index >/dev/null; }
-    fi
+    if [ ! -e /usr/share/wordnet/data.noun ]; then apt_install wordnet-base wordnet-sense-index; fi
     python3 scripts/install_wordnet.py
 fi
+# The web page's test drives Debian's Chromium headless (through playwright, no browser download).
+if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
 # pyenv only sees a new console script (`copersona`) after a rehash.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi

@@ -9,7 +9,8 @@ persona, plus read access to personas.
 * ``POST /v1/users/{id}/reviews`` adds reviews (of an existing or a new user) without a rebuild.
 * ``GET /v1/models``; ``GET /v1/users``, ``/v1/users/{id}``, ``/v1/users/{id}/peers``;
   ``DELETE /v1/users/{id}`` forgets a user (:mod:`copersona.live.erase`) and returns what went.
-* ``GET /health`` is open; everything else needs a bearer token from the keys file when one is given.
+* ``GET /`` is a page to explore the store (users, facets, peers, writing with any method); it and
+  ``GET /health`` are open; everything else needs a bearer token from the keys file when one is given.
 
 Errors use OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``) with a 4xx status:
 a client mistake is never a 500, and no traceback reaches a client.
@@ -24,12 +25,13 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -230,6 +232,11 @@ def create_app(service: PersonaService, settings: ServeConfig, keys: KeyLimits) 
             raise ApiError(400, str(err)) from None
         finally:
             keys.leave(caller)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> HTMLResponse:
+        # The page holds no data; it asks the API (with the key typed into it) for everything.
+        return HTMLResponse(resources.files("copersona.serve").joinpath("page.html").read_text(encoding="utf-8"))
 
     @app.get("/health")
     async def health() -> dict:

@@ -7,6 +7,7 @@ import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -20,6 +21,7 @@ from copersona.serve import open_app
 from copersona.store.sqlite import Store
 
 KEY = "test-key-1"
+CHROMIUM = "/usr/bin/chromium"
 HI = [{"role": "user", "content": "hi"}]
 REQUEST = "Tell a friend in two sentences what you look for in a guitar strap."
 
@@ -177,6 +179,40 @@ def test_delete_forgets_a_user(server):
         assert http.get(f"/v1/users/{other}").status_code == 404
         assert http.delete(f"/v1/users/{other}").status_code == 404
         assert other not in http.get("/v1/users", params={"limit": 100}).json()["data"]
+
+
+def test_the_page_in_headless_chromium(server, repo_root):
+    """Load the page, give the key, pick a user, see the facets and peers, generate; screenshots
+    are kept in runs/test-artefacts/."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (scripts/setup.sh installs Debian's chromium)")
+    artefacts = repo_root / "runs" / "test-artefacts"
+    artefacts.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(server["base"] + "/")
+            page.fill("#key", KEY)
+            page.dispatch_event("#key", "change")
+            page.click(f"#users button[data-user='{server['user']}']")
+            page.wait_for_selector("#facets .facet")
+            assert page.locator("#facets .facet").count() >= 3
+            assert page.locator("svg line").count() > 0  # the peer graph has edges
+            page.screenshot(path=str(artefacts / "page-persona.png"), full_page=True)
+            page.fill("#request", REQUEST)
+            page.click("#generate")
+            page.wait_for_function(
+                "() => { const t = document.getElementById('answer').textContent;"
+                " return t.length > 0 && !t.startsWith('generating'); }",
+                timeout=300_000,
+            )
+            assert page.locator("#answer.error").count() == 0
+            assert "## query" in page.locator("#explain").text_content()
+            page.screenshot(path=str(artefacts / "page-generation.png"), full_page=True)
+        finally:
+            browser.close()
 
 
 def test_health_is_open(server):
