@@ -59,7 +59,13 @@ def user_persona(store: Store, user_id: str, neighbours: int = 3, words: str = "
     """One user's facets (summary, quotes, label), neighbours per facet, and top combined peers.
 
     ``words="none"`` leaves out the user's own words: quotes, and summaries that are their sentences.
+    Read from one snapshot: a concurrent update of the user is seen whole or not at all.
     """
+    with store.snapshot():
+        return _user_persona(store, user_id, neighbours, words)
+
+
+def _user_persona(store: Store, user_id: str, neighbours: int, words: str) -> dict:
     states = {s.facet_key: s for s in store.facet_states(user_id=user_id)}
     if not states:
         raise StoreError(f"{store.path}: no user {user_id!r} with facet states")

@@ -187,6 +187,19 @@ class Store:
             raise
         self._db.execute("COMMIT")
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Store]:
+        """Reads inside see one state of the store: a concurrent writer's transaction (a live
+        update, an erasure) is seen whole or not at all, never half (SQLite WAL snapshots)."""
+        if self._db.in_transaction:
+            yield self
+            return
+        self._db.execute("BEGIN DEFERRED")
+        try:
+            yield self
+        finally:
+            self._db.execute("COMMIT")
+
     # -- meta and run log -----------------------------------------------------------------
     def _set_meta(self, key: str, value: Any) -> None:
         self._db.execute(

@@ -4,12 +4,14 @@ and graph of a full rebuild with the same frozen schema and calibration."""
 from __future__ import annotations
 
 import shutil
+import threading
 
 import numpy as np
 import pytest
 
 from copersona.build import Build
 from copersona.data.records import User
+from copersona.inspect import user_persona
 from copersona.live import add_reviews
 from copersona.store.sqlite import Store
 
@@ -84,3 +86,36 @@ def test_adding_nothing_or_to_an_unbuilt_store_is_a_clear_error(stores, tmp_path
     _, incremental, *_ = stores
     with Store(incremental) as store, pytest.raises(ValueError, match="no reviews"):
         add_reviews(Build.of(store), [])
+
+
+def test_readers_see_a_user_before_or_after_an_update_never_between(stores, tmp_path):
+    """A reader on its own connection polls one user's persona while the update commits."""
+    half, *_, held, _ = stores
+    path = shutil.copy(half, tmp_path / "s.sqlite")
+    user = held[0].user_id
+
+    def observe(store: Store) -> tuple:
+        persona = user_persona(store, user)
+        return persona["profile_reviews"], persona["heldout_reviews"], [f["summary"] for f in persona["facets"]]
+
+    with Store(path, read_only=True) as reader:
+        before = observe(reader)
+    seen, done = [], threading.Event()
+
+    def poll() -> None:
+        with Store(path, read_only=True) as reader:
+            while not done.is_set():
+                seen.append(observe(reader))
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    try:
+        with Store(path) as store:
+            add_reviews(Build.of(store), [r for r in held if r.user_id == user])
+    finally:
+        done.set()
+        thread.join()
+    with Store(path, read_only=True) as reader:
+        after = observe(reader)
+    assert before != after and len(seen) > 10
+    assert {s == before or s == after for s in map(tuple, seen)} == {True}

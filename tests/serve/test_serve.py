@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from copersona.config import HarnessConfig, ServeConfig
-from copersona.serve import open_app
+from copersona.serve import KeyLimits, open_app
+from copersona.serve.app import ApiError
 from copersona.store.sqlite import Store
 
 KEY = "test-key-1"
@@ -251,3 +252,21 @@ def test_fuzzed_requests_never_get_a_5xx(server, model, user, messages, metadata
 def test_without_keys_only_loopback_is_served(server):
     with pytest.raises(ValueError, match="needs --api-keys"):
         open_app(server["store"], HarnessConfig(), ServeConfig(), host="0.0.0.0")
+
+
+def test_each_key_has_its_own_in_flight_limit(tmp_path):
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("a\nb\n")
+    keys = KeyLimits.read(keys_file, per_key=1)
+    assert keys.authorize("Bearer a") == "a"
+    keys.enter("a")
+    with pytest.raises(ApiError) as refused:
+        keys.enter("a")
+    assert refused.value.status == 429
+    keys.enter("b")  # another key is not held back
+    keys.leave("a")
+    keys.enter("a")
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="no API keys"):
+        KeyLimits.read(empty, per_key=1)
