@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from copersona.backends.digest import weights_digest
-from copersona.backends.llm import Completion, LLMBackend, Request, SoftPrompt
+from copersona.backends.llm import Completion, LLMBackend, Request, SoftPrompt, TextSink
 
 _EMBEDDED_HINT = "pip install 'copersona[embedded]'"
 
@@ -183,6 +183,25 @@ class LlamaCppBackend(LLMBackend):
             text=response["choices"][0]["message"]["content"] or "",
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
+            seconds=time.perf_counter() - started,
+        )
+
+    def stream(self, request: Request, on_text: TextSink) -> Completion:
+        """Tokens as llama.cpp samples them (a soft-prompt request is decoded whole, then passed on)."""
+        if request.soft_prompt is not None:
+            return super().stream(request, on_text)
+        started = time.perf_counter()
+        pieces = []
+        for chunk in self._llm.create_chat_completion(**self._chat_arguments(request), stream=True):
+            piece = chunk["choices"][0]["delta"].get("content") or ""
+            if piece:
+                pieces.append(piece)
+                on_text(piece)
+        text = "".join(pieces)
+        return Completion(
+            text=text,
+            prompt_tokens=len(self._prompt_arguments(request)["prompt"]),
+            completion_tokens=self.count_tokens(text),
             seconds=time.perf_counter() - started,
         )
 

@@ -13,6 +13,7 @@ import json
 import re
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 T = TypeVar("T", bound=BaseModel)
+TextSink = Callable[[str], None]  # receives an answer's text piece by piece as it is generated
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,13 @@ class LLMBackend(ABC):
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under the model's own tokenizer."""
 
+    def stream(self, request: Request, on_text: TextSink) -> Completion:
+        """One completion, its text passed to ``on_text`` as it is generated. A backend that cannot
+        stream passes the whole text once it is done."""
+        completion = self.complete([request])[0]
+        on_text(completion.text)
+        return completion
+
     @property
     def special_tokens(self) -> tuple[str, ...]:
         """The model's own control tokens as text (turn markers and the like), for removal from
@@ -192,13 +201,7 @@ class LLM:
                 self.stats.cache_hits += 1
             else:
                 missing.append(i)
-        if missing and not self.backend.supports_soft_prompts:
-            if any(requests[i].soft_prompt is not None for i in missing):
-                raise ValueError(
-                    f"{self.backend.model_id} cannot take soft prompts; methods with a personalizer generate "
-                    "through llama.cpp, transformers, or a server that takes prompt embeddings (openai: with "
-                    "prompt_embeddings)"
-                )
+        self._check_soft_prompts([requests[i] for i in missing])
         if missing:
             started = time.perf_counter()
             fresh = self.backend.complete([requests[i] for i in missing])
@@ -206,21 +209,47 @@ class LLM:
             for i, completion in zip(missing, fresh):
                 completion.seconds = completion.seconds or elapsed / len(missing)
                 results[i] = completion
-                self.stats.calls += 1
-                self.stats.prompt_tokens += completion.prompt_tokens
-                self.stats.completion_tokens += completion.completion_tokens
-                self.stats.seconds += completion.seconds
-                if self.cache is not None:
-                    self.cache.cache_put(
-                        self.cache_key(requests[i]),
-                        self.backend.model_id,
-                        requests[i].to_dict(),
-                        completion.text,
-                        completion.prompt_tokens,
-                        completion.completion_tokens,
-                        completion.seconds,
-                    )
+                self._record(requests[i], completion)
         return results  # type: ignore[return-value]
+
+    def stream(self, request: Request, on_text: TextSink) -> Completion:
+        """One completion, its text passed to ``on_text`` as generated (a cached answer: at once)."""
+        hit = self.cache.cache_get(self.cache_key(request)) if self.cache is not None else None
+        if hit is not None:
+            self.stats.cache_hits += 1
+            on_text(hit["text"])
+            return Completion(**hit, cached=True)
+        self._check_soft_prompts([request])
+        started = time.perf_counter()
+        completion = self.backend.stream(request, on_text)
+        completion.seconds = completion.seconds or time.perf_counter() - started
+        self._record(request, completion)
+        return completion
+
+    def _check_soft_prompts(self, requests: list[Request]) -> None:
+        if not self.backend.supports_soft_prompts and any(r.soft_prompt is not None for r in requests):
+            raise ValueError(
+                f"{self.backend.model_id} cannot take soft prompts; methods with a personalizer generate "
+                "through llama.cpp, transformers, or a server that takes prompt embeddings (openai: with "
+                "prompt_embeddings)"
+            )
+
+    def _record(self, request: Request, completion: Completion) -> None:
+        """Count a fresh completion and cache it."""
+        self.stats.calls += 1
+        self.stats.prompt_tokens += completion.prompt_tokens
+        self.stats.completion_tokens += completion.completion_tokens
+        self.stats.seconds += completion.seconds
+        if self.cache is not None:
+            self.cache.cache_put(
+                self.cache_key(request),
+                self.backend.model_id,
+                request.to_dict(),
+                completion.text,
+                completion.prompt_tokens,
+                completion.completion_tokens,
+                completion.seconds,
+            )
 
     def generate_structured(self, messages: list[Message], model: type[T], **params) -> Structured[T]:
         """One prompt's answer as an object of ``model``; see :meth:`generate_structured_batch`."""

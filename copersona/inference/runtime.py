@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from copersona.backends import LLMSpec
 from copersona.backends.embed import Embedder
-from copersona.backends.llm import LLM, Request, SoftPrompt
+from copersona.backends.llm import LLM, Completion, Request, SoftPrompt, TextSink
 from copersona.config import HarnessConfig
 from copersona.data.records import Example
 from copersona.inference.loading import cached_llm, finetuned_backend, generator_spec, registered_models, store_embedder
@@ -52,6 +52,14 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     truncations: list[Truncation] = field(default_factory=list)
     dropped: list[DroppedText] = field(default_factory=list)  # other users' texts the evidence cutoff kept out
+
+    def record(self, completion: Completion) -> None:
+        """Take the generated answer and what it cost."""
+        self.text = completion.text.strip()
+        self.prompt_tokens = completion.prompt_tokens
+        self.completion_tokens = completion.completion_tokens
+        self.seconds = completion.seconds
+        self.cached = completion.cached
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -215,48 +223,71 @@ class Runtime:
         """
         method = self.method(name, examples)
         inputs = [method.inputs(e) for e in examples]
-        predictions = [
-            Prediction(
-                method=name,
-                example=example_key(e),
-                user_id=e.user_id,
-                item_id=e.target.item_id,
-                reference=e.target.text,
-                text=inp.prediction or "",
-                notes=inp.notes,
-                truncations=list(inp.truncations),
-                dropped=list(inp.dropped),
-            )
-            for e, inp in zip(examples, inputs)
-        ]
+        predictions = [self._prediction(name, e, inp) for e, inp in zip(examples, inputs)]
         if not method.uses_generator:
             self.generated_with[name] = NO_GENERATOR
             return predictions
-        g = self.config.generation
-        requests = [
-            Request.chat(
-                inp.messages,
-                temperature=g.temperature,
-                max_tokens=min(inp.max_tokens, max_tokens) if max_tokens else inp.max_tokens,
-                seed=g.seed,
-                stop=STOP,
-                soft_prompt=self.soft_prompt(name, e.user_id),
-            )
-            for e, inp in zip(examples, inputs)
-        ]
+        requests = [self._request(name, e, inp, max_tokens) for e, inp in zip(examples, inputs)]
         llm = self.generator(name)
         self.generated_with[name] = llm.model_id
+        batch_size = self.config.generation.batch_size
         with self.progress.stage(f"generating: {name}", total=len(requests)) as advance:
-            for start in range(0, len(requests), g.batch_size):
-                batch = slice(start, start + g.batch_size)
+            for start in range(0, len(requests), batch_size):
+                batch = slice(start, start + batch_size)
                 for prediction, completion in zip(predictions[batch], llm.generate(requests[batch])):
-                    prediction.text = completion.text.strip()
-                    prediction.prompt_tokens = completion.prompt_tokens
-                    prediction.completion_tokens = completion.completion_tokens
-                    prediction.seconds = completion.seconds
-                    prediction.cached = completion.cached
+                    prediction.record(completion)
                 advance(len(requests[batch]))
         return predictions
+
+    def stream(self, name: str, example: Example, on_text: TextSink, *, max_tokens: int | None = None) -> Prediction:
+        """One prediction whose text goes to ``on_text`` as it is generated (a reference method's,
+        or a cached answer, at once). Leading whitespace is not passed on, as ``predict`` strips it."""
+        method = self.method(name, [example])
+        inp = method.inputs(example)
+        prediction = self._prediction(name, example, inp)
+        if not method.uses_generator:
+            self.generated_with[name] = NO_GENERATOR
+            on_text(prediction.text)
+            return prediction
+        started = False
+
+        def trimmed(piece: str) -> None:
+            nonlocal started
+            if not started:
+                piece = piece.lstrip()
+                started = bool(piece)
+            if piece:
+                on_text(piece)
+
+        llm = self.generator(name)
+        self.generated_with[name] = llm.model_id
+        prediction.record(llm.stream(self._request(name, example, inp, max_tokens), trimmed))
+        return prediction
+
+    @staticmethod
+    def _prediction(name: str, example: Example, inp: MethodInput) -> Prediction:
+        return Prediction(
+            method=name,
+            example=example_key(example),
+            user_id=example.user_id,
+            item_id=example.target.item_id,
+            reference=example.target.text,
+            text=inp.prediction or "",
+            notes=inp.notes,
+            truncations=list(inp.truncations),
+            dropped=list(inp.dropped),
+        )
+
+    def _request(self, name: str, example: Example, inp: MethodInput, max_tokens: int | None) -> Request:
+        g = self.config.generation
+        return Request.chat(
+            inp.messages,
+            temperature=g.temperature,
+            max_tokens=min(inp.max_tokens, max_tokens) if max_tokens else inp.max_tokens,
+            seed=g.seed,
+            stop=STOP,
+            soft_prompt=self.soft_prompt(name, example.user_id),
+        )
 
 
 def open_runtime(

@@ -18,6 +18,7 @@ a client mistake is never a 500, and no traceback reaches a client.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -101,6 +102,105 @@ class NewReview(BaseModel):
 
 class NewReviews(BaseModel):
     reviews: list[NewReview] = Field(min_length=1, max_length=1000)
+
+
+def _client_error(err: Exception) -> ApiError:
+    """A 4xx for what the client can fix: an unknown user (404) or a bad value (400)."""
+    if isinstance(err, UnknownUser):
+        return ApiError(404, str(err).split(": ", 1)[-1], code="user_not_found")
+    return ApiError(400, str(err))
+
+
+class _Reply:
+    """One chat completion's response, whole or as server-sent chunks, in OpenAI's shapes."""
+
+    def __init__(self, model: str, include_usage: bool):
+        self.model, self.include_usage = model, include_usage
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+
+    @staticmethod
+    def usage(answer: Answer) -> dict:
+        total = answer.prompt_tokens + answer.completion_tokens
+        return {
+            "prompt_tokens": answer.prompt_tokens,
+            "completion_tokens": answer.completion_tokens,
+            "total_tokens": total,
+        }
+
+    @staticmethod
+    def extension(answer: Answer) -> dict:
+        extension = {"generator": answer.generator, "cached": answer.cached, "notes": answer.notes}
+        if answer.explain is not None:
+            extension["explain"] = answer.explain
+        return extension
+
+    def whole(self, answer: Answer) -> dict:
+        message = {"role": "assistant", "content": answer.text}
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": self.usage(answer),
+            "copersona": self.extension(answer),
+        }
+
+    def chunk(self, delta: dict | None, finish: str | None = None, **extra) -> str:
+        body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return f"data: {json.dumps({**body, 'choices': choices, **extra})}\n\n"
+
+
+async def _streamed(service, keys, caller: str, model: str, user: str, arguments: dict, reply: _Reply):
+    """Stream the answer as it is generated. Errors before the first piece (an unknown user, a
+    bad value) are still a plain 4xx; the key's in-flight slot is held until the stream ends."""
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[str] = asyncio.Queue()
+    keys.enter(caller)
+
+    def on_text(piece: str) -> None:  # runs on the worker thread; the put is ordered before the task's end
+        loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+    task = asyncio.ensure_future(service.call(service.answer, model, user, **arguments, on_text=on_text))
+    first = asyncio.ensure_future(pieces.get())
+    await asyncio.wait({task, first}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done() and task.exception() is not None and not first.done():
+        first.cancel()
+        keys.leave(caller)
+        err = task.exception()
+        if isinstance(err, (UnknownUser, ValueError)):
+            raise _client_error(err)
+        raise err
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            yield reply.chunk({"role": "assistant", "content": ""})
+            waiting = first
+            while True:
+                await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                if waiting.done():
+                    yield reply.chunk({"content": waiting.result()})
+                    waiting = asyncio.ensure_future(pieces.get())
+                elif pieces.empty():  # the task is done and every piece was sent
+                    waiting.cancel()
+                    break
+                else:
+                    await asyncio.sleep(0)  # let the pending get take the queued piece
+            if task.exception() is not None:  # after text was sent: the stream ends with an error event
+                message = f"generation failed ({type(task.exception()).__name__})"
+                yield f"data: {json.dumps({'error': {'message': message, 'type': 'server_error'}})}\n\n"
+            else:
+                answer = task.result()
+                yield reply.chunk({}, "stop", copersona=reply.extension(answer))
+                if reply.include_usage:  # OpenAI's last chunk under stream_options.include_usage
+                    yield reply.chunk(None, usage=reply.usage(answer))
+            yield "data: [DONE]\n\n"
+        finally:
+            keys.leave(caller)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 def _review_task(metadata: dict[str, str] | None) -> tuple[str | None, float | None, str | None]:
@@ -226,10 +326,8 @@ def create_app(service: PersonaService, settings: ServeConfig, keys: KeyLimits) 
         keys.enter(caller)
         try:
             return await service.call(function, *args, **kwargs)
-        except UnknownUser as err:
-            raise ApiError(404, str(err).split(": ", 1)[-1], code="user_not_found") from None
-        except ValueError as err:
-            raise ApiError(400, str(err)) from None
+        except (UnknownUser, ValueError) as err:
+            raise _client_error(err) from None
         finally:
             keys.leave(caller)
 
@@ -295,76 +393,20 @@ def create_app(service: PersonaService, settings: ServeConfig, keys: KeyLimits) 
         if item_id is None and not instruction.strip():
             raise ApiError(400, "messages: no user message to answer (or name metadata.item_id for a review)")
         wanted = body.max_completion_tokens or body.max_tokens
-        answer: Answer = await guarded(
-            caller,
-            service.answer,
-            body.model,
-            body.user,
-            instruction=instruction,
-            item_id=item_id,
-            rating=rating,
-            title=title,
-            max_tokens=min(wanted or settings.max_tokens, settings.max_tokens),
-            temperature=body.temperature,
-            seed=body.seed,
-            explain=body.explain,
-        )
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-        usage = {
-            "prompt_tokens": answer.prompt_tokens,
-            "completion_tokens": answer.completion_tokens,
-            "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+        arguments = {
+            "instruction": instruction,
+            "item_id": item_id,
+            "rating": rating,
+            "title": title,
+            "max_tokens": min(wanted or settings.max_tokens, settings.max_tokens),
+            "temperature": body.temperature,
+            "seed": body.seed,
+            "explain": body.explain,
         }
-        extension = {"generator": answer.generator, "cached": answer.cached, "notes": answer.notes}
-        if answer.explain is not None:
-            extension["explain"] = answer.explain
+        reply = _Reply(body.model, body.stream_options is not None and body.stream_options.include_usage)
         if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(
-                _events(completion_id, created, body.model, answer.text, usage if include_usage else None, extension),
-                media_type="text/event-stream",
-            )
-        return {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": body.model,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop"}
-            ],
-            "usage": usage,
-            "copersona": extension,
-        }
+            return await _streamed(service, keys, caller, body.model, body.user, arguments, reply)
+        answer: Answer = await guarded(caller, service.answer, body.model, body.user, **arguments)
+        return reply.whole(answer)
 
     return BodyLimit(app, settings.max_request_bytes)  # type: ignore[return-value]
-
-
-async def _events(
-    completion_id: str, created: int, model: str, text: str, usage: dict | None, extension: dict
-) -> AsyncIterator[str]:
-    """The answer as OpenAI ``chat.completion.chunk`` server-sent events.
-
-    The backends return whole answers, so the text is sent in word-sized chunks once generated.
-    """
-
-    def chunk(delta: dict, finish: str | None = None, **extra) -> str:
-        body = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            **extra,
-        }
-        return f"data: {json.dumps(body)}\n\n"
-
-    yield chunk({"role": "assistant", "content": ""})
-    words = text.split(" ")
-    for position, word in enumerate(words):
-        yield chunk({"content": word if position == 0 else " " + word})
-    yield chunk({}, "stop", copersona=extension)
-    if usage is not None:  # OpenAI's last chunk under stream_options.include_usage: no choices
-        last = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
-        yield f"data: {json.dumps({**last, 'choices': [], 'usage': usage})}\n\n"
-    yield "data: [DONE]\n\n"

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
+from copersona.backends.llm import TextSink
 from copersona.build import Build
 from copersona.config import HarnessConfig
 from copersona.data.records import Interaction
@@ -125,8 +126,10 @@ class PersonaService:
         temperature: float | None = None,
         seed: int | None = None,
         explain: bool = False,
+        on_text: TextSink | None = None,
     ) -> Answer:
-        """``method``'s answer for ``user_id``: a review of ``item_id``, or the free ``instruction``."""
+        """``method``'s answer for ``user_id``: a review of ``item_id``, or the free ``instruction``;
+        with ``on_text``, its text is passed there as it is generated."""
         method_class(method)  # an unknown method is a ValueError naming the known ones
         generation = self.config.generation
         runtime = self._runtime(
@@ -136,7 +139,10 @@ class PersonaService:
             example = request_example(self.store, user_id, item_id, rating=rating, title=title)
         else:
             example = free_request_example(self.store, user_id, instruction)
-        prediction = runtime.predict(method, [example], max_tokens=max_tokens)[0]
+        if on_text is not None:
+            prediction = runtime.stream(method, example, on_text, max_tokens=max_tokens)
+        else:
+            prediction = runtime.predict(method, [example], max_tokens=max_tokens)[0]
         return Answer(
             method=method,
             user_id=user_id,

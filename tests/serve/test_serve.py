@@ -66,34 +66,25 @@ def test_models_are_the_methods_this_store_can_run(client):
     assert "copersona" not in ids  # needs a trained model, which this store has none of
 
 
-def test_a_free_request_is_answered_in_the_users_voice_with_peers(client, server):
-    response = client.chat.completions.create(
-        model="copersona-np",
-        user=server["user"],
-        messages=[{"role": "user", "content": REQUEST}],
-        max_tokens=40,
-        extra_body={"explain": True},
-    )
-    answer = response.choices[0].message.content
-    assert answer.strip() and response.model == "copersona-np"
-    assert 0 < response.usage.completion_tokens <= 40 and response.usage.prompt_tokens > 0
+def test_a_free_request_is_streamed_as_generated_and_answered_in_the_users_voice(client, server):
+    asked = {"model": "copersona-np", "user": server["user"], "max_tokens": 40}
+    asked["messages"] = [{"role": "user", "content": REQUEST}]
+    # Streamed first, so the tokens come as llama.cpp samples them, in OpenAI chunks, usage last.
+    chunks = list(client.chat.completions.create(**asked, stream=True, stream_options={"include_usage": True}))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 3  # many pieces: generated text, not one finished answer
+    streamed = "".join(pieces)
+    assert streamed.strip() == streamed and chunks[-1].usage.completion_tokens > 0
+    # The same request again, whole: the cached answer, the same text and counts.
+    response = client.chat.completions.create(**asked, extra_body={"explain": True})
+    assert response.choices[0].message.content == streamed and response.model == "copersona-np"
+    assert response.usage.completion_tokens == chunks[-1].usage.completion_tokens <= 40
+    assert response.usage.prompt_tokens > 0
     extension = response.model_extra["copersona"]
-    assert extension["generator"].startswith("llamacpp:")
+    assert extension["generator"].startswith("llamacpp:") and extension["cached"]
     explain = extension["explain"]
     assert explain["parts"]["query"] == REQUEST
     assert explain["parts"]["history"]  # the user's own reviews are the few-shot turns
-    # Streaming the same request (now cached) gives the same answer in OpenAI chunks, usage last.
-    stream = client.chat.completions.create(
-        model="copersona-np",
-        user=server["user"],
-        messages=[{"role": "user", "content": REQUEST}],
-        max_tokens=40,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = list(stream)
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == answer
-    assert chunks[-1].usage.completion_tokens == response.usage.completion_tokens
 
 
 def test_the_review_task_names_an_item_in_metadata(client, server):
