@@ -291,8 +291,9 @@ def _caller(request: Request) -> str:
 Caller = Annotated[str, Depends(_caller)]
 
 
-def create_app(service: PersonaService, settings: ServeConfig, keys: KeyLimits) -> FastAPI:
-    """The FastAPI application over ``service`` (opened at startup, closed at shutdown)."""
+def create_app(service: PersonaService, settings: ServeConfig, keys: KeyLimits) -> BodyLimit:
+    """The ASGI application over an opened ``service`` (closed at shutdown): the FastAPI app
+    behind the request-size limit."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -409,4 +410,4 @@ def create_app(service: PersonaService, settings: ServeConfig, keys: KeyLimits) 
         answer: Answer = await guarded(caller, service.answer, body.model, body.user, **arguments)
         return reply.whole(answer)
 
-    return BodyLimit(app, settings.max_request_bytes)  # type: ignore[return-value]
+    return BodyLimit(app, settings.max_request_bytes)
