@@ -86,9 +86,7 @@ def main() -> None:
     print(f"{args.data.name}: {len(users)} users; first build {build_seconds:.0f} s")
     print("| operation | seconds | neighbour lists searched |")
     print("|---|---|---|")
-    print(
-        f"| rebuild personas and graph (frozen schema, calibration) | {rebuild_seconds:.1f} | {len(users)} x facets |"
-    )
+    print(f"| rebuild personas and graph (frozen schema, calibration) | {rebuild_seconds:.1f} | all {len(users)} |")
     print(
         f"| add one review (median of {len(seconds)}; p90 {sorted(seconds)[int(0.9 * (len(seconds) - 1))]:.2f}) "
         f"| {median:.2f} | median {statistics.median(rows):.0f} of {len(users)} |"

@@ -111,6 +111,7 @@ class Build:
         self.config = config
         self.backends = backends
         self.progress = progress or Progress()
+        self._summarizer_of: tuple[FacetSchema, Summarizer] | None = None
 
     def run(self, data_path: str | Path | None = None, *, batch_users: int = 32) -> BuildResult:
         self._check_config()
@@ -231,6 +232,13 @@ class Build:
         }
 
     def _summarizer(self, schema: FacetSchema) -> Summarizer:
+        """One summarizer per schema: making one embeds the facets' query texts, which a live update
+        (one user at a time) should not pay for again."""
+        if self._summarizer_of is None or self._summarizer_of[0] != schema:
+            self._summarizer_of = (schema, self._new_summarizer(schema))
+        return self._summarizer_of[1]
+
+    def _new_summarizer(self, schema: FacetSchema) -> Summarizer:
         kind = self.config.summary.summarizer
         if kind == "extractive":
             return ExtractiveSummarizer(schema, self.config.summary, self.backends.embedder())
