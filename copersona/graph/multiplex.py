@@ -108,6 +108,9 @@ def edges_of(
             )
 
 
+Layer = tuple[list[str], np.ndarray, list[str]]  # a facet layer's users, vectors, reliability labels
+
+
 def refresh_sources(store: Store, config: GraphConfig, facet_key: str, sources: Sequence[str]) -> int:
     """Recompute the out-edges of ``sources`` in one layer against the layer as stored now.
 
@@ -115,7 +118,12 @@ def refresh_sources(store: Store, config: GraphConfig, facet_key: str, sources: 
     again: with exact search the result equals a full rebuild's rows for those users. Returns
     the number of rows recomputed (sources no longer in the layer are skipped).
     """
-    user_ids, vectors, reliabilities = store.facet_layer(facet_key, placeholders=config.placeholder_edges)
+    layer = store.facet_layer(facet_key, placeholders=config.placeholder_edges)
+    return _refresh(store, config, facet_key, layer, sources)
+
+
+def _refresh(store: Store, config: GraphConfig, facet_key: str, layer: Layer, sources: Sequence[str]) -> int:
+    user_ids, vectors, reliabilities = layer
     position = {user: i for i, user in enumerate(user_ids)}
     present = [s for s in sources if s in position]
     if not present:
@@ -127,10 +135,10 @@ def refresh_sources(store: Store, config: GraphConfig, facet_key: str, sources: 
     return len(present)
 
 
-def _may_gain(store: Store, config: GraphConfig, facet_key: str, changed: Sequence[str]) -> set[str]:
+def _may_gain(store: Store, config: GraphConfig, facet_key: str, layer: Layer, changed: Sequence[str]) -> set[str]:
     """Users of the layer whose top-K a changed user may now enter: the changed user's gated weight
     to them reaches their current K-th neighbour's (or they have room for one more)."""
-    user_ids, vectors, reliabilities = store.facet_layer(facet_key, placeholders=config.placeholder_edges)
+    user_ids, vectors, reliabilities = layer
     if not user_ids:
         return set()
     position = {user: i for i, user in enumerate(user_ids)}
@@ -170,8 +178,9 @@ def repair_layers(store: Store, config: GraphConfig, facet_keys: Sequence[str], 
         for facet_key, sources in store.in_edges(user).items():
             pointing.setdefault(facet_key, set()).update(sources)
     for facet_key in facet_keys:
-        rows = set(changed) | pointing[facet_key] | _may_gain(store, config, facet_key, changed)
-        refresh_sources(store, config, facet_key, sorted(rows))
+        layer = store.facet_layer(facet_key, placeholders=config.placeholder_edges)  # read once per layer
+        rows = set(changed) | pointing[facet_key] | _may_gain(store, config, facet_key, layer, changed)
+        _refresh(store, config, facet_key, layer, sorted(rows))
         touched |= rows
     return touched
 

@@ -57,6 +57,7 @@ class PersonaService:
         self._store: Store | None = None
         self._runtimes: dict[tuple[float, int], Runtime] = {}
         self._build: Build | None = None  # the store's build config and models, for live updates
+        self.models: list[dict] = []  # what GET /v1/models lists; set when the service opens
 
     # -- the worker thread ------------------------------------------------------------------
 
@@ -72,7 +73,8 @@ class PersonaService:
     def _open(self) -> None:
         # Serving writes only into an existing CoPersona store (its LLM cache); it never creates one.
         self._store = Store(self.store_path, create=False)
-        self._runtime(self.config.generation.temperature, self.config.generation.seed)
+        runtime = self._runtime(self.config.generation.temperature, self.config.generation.seed)
+        self.models = self._runnable(runtime)
 
     def close(self) -> None:
         def shut() -> None:
@@ -101,9 +103,11 @@ class PersonaService:
 
     # -- what runs there --------------------------------------------------------------------
 
-    def models(self) -> list[dict]:
-        """The methods this store can answer with: every method that needs no model it lacks."""
-        runtime = self._runtime(self.config.generation.temperature, self.config.generation.seed)
+    @staticmethod
+    def _runnable(runtime: Runtime) -> list[dict]:
+        """The methods this store can answer with: every method that needs no model it lacks.
+        Fixed while serving (methods, trained models and settings are read at open), so requests
+        check against it without a trip to the worker thread."""
         rows = []
         for name, cls in METHODS.items():
             if runtime.refusal(name) is not None:
