@@ -8,7 +8,6 @@ transaction; the graph is rebuilt deterministically from them in one transaction
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -142,18 +141,7 @@ class Build:
         self.store.set_meta("build_config", self.config.to_dict())
 
     def _stage(self, name: str, work: Callable[[], dict]) -> RunRecord:
-        run_id = self.store.start_run(name)
-        started = time.perf_counter()
-        try:
-            details = work()
-        except BaseException as err:
-            self.store.finish_run(
-                run_id, "failed", {"error": f"{type(err).__name__}: {err}", "seconds": time.perf_counter() - started}
-            )
-            raise
-        details["seconds"] = round(time.perf_counter() - started, 3)
-        self.store.finish_run(run_id, "done", details)
-        return self.store.run(run_id)
+        return self.store.run_stage(name, work)
 
     # -- stages ------------------------------------------------------------------------------
     def load(self, data_path: str | Path) -> dict:

@@ -238,6 +238,21 @@ class Store:
                     (run_id, run_id),
                 )
 
+    def run_stage(self, name: str, work: Callable[[], dict]) -> RunRecord:
+        """Runs ``work`` as a logged stage: its details (plus seconds) on success, the error on failure."""
+        run_id = self.start_run(name)
+        started = time.perf_counter()
+        try:
+            details = work()
+        except BaseException as err:
+            self.finish_run(
+                run_id, "failed", {"error": f"{type(err).__name__}: {err}", "seconds": time.perf_counter() - started}
+            )
+            raise
+        details["seconds"] = round(time.perf_counter() - started, 3)
+        self.finish_run(run_id, "done", details)
+        return self.run(run_id)
+
     def runs(self, stage: str | None = None) -> list[RunRecord]:
         return self._run_records(" WHERE stage = ?" if stage else "", (stage,) if stage else ())
 
