@@ -589,8 +589,9 @@ def list_methods() -> None:
 
 @app.command(name="config")
 def show_config() -> None:
-    """Every setting with its default and meaning (build sections, then [harness], [training] and [serve])."""
+    """Every setting with its default and meaning (build sections, then [harness], [training], [serve], [rec])."""
     from copersona.config import ServeConfig
+    from copersona.rec.config import RecConfig
 
     table = Table("setting", "default", "meaning")
     settings = (
@@ -598,10 +599,20 @@ def show_config() -> None:
         + describe(HarnessConfig, "harness.")
         + describe(TrainingConfig, "training.")
         + describe(ServeConfig, "serve.")
+        + describe(RecConfig, "rec.")
     )
     for name, default, text in settings:
         table.add_row(name, json.dumps(default), text)
     _out().print(table)
+
+
+def _add_groups() -> None:
+    from copersona.rec.cli import rec_app
+
+    app.add_typer(rec_app, name="rec")
+
+
+_add_groups()
 
 
 def main(args: list[str] | None = None) -> None:

@@ -163,9 +163,10 @@ class BuildConfig(_TopLevel):
 
     @classmethod
     def load(cls, path: str | Path) -> BuildConfig:
-        """The build sections of a config file (``[harness]``, ``[training]``, ``[serve]`` have their own classes)."""
+        """The build sections of a config file (``[harness]``, ``[training]``, ``[serve]`` and ``[rec]``
+        have their own classes)."""
         raw = _read(path)
-        for other in ("harness", "training", "serve"):
+        for other in ("harness", "training", "serve", "rec"):
             raw.pop(other, None)
         return cls.from_dict(raw)
 

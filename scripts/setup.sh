@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q torch==2.13.0
-python3 -m pip install -q -e '.[embedded,hf,train,serve,test]'
+python3 -m pip install -q -e '.[embedded,hf,train,rec,serve,test]'
 if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
 apt_install() {
     $SUDO apt-get install -y -q "$@" >/dev/null \

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from runner import MI, cli
+from runner import MI, cli, free_port
 
 from copersona.backends.llm import Completion, LLMBackend
+
+SERVER_START_SECONDS = 90
 
 # /work/main/tests/conftest.py -> /work/main is the repo root; the data is ../shared/data from there.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -130,3 +137,58 @@ class ScriptedBackend(LLMBackend):
 @pytest.fixture
 def scripted_backend():
     return ScriptedBackend
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory) -> Iterator[str]:
+    """``python -m llama_cpp.server`` on the packaged SmolLM2 (one per session); yields its ``/v1`` base URL."""
+    for module in ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings"):
+        pytest.importorskip(module, reason="needs llama-cpp-python's server (pip install 'llama-cpp-python[server]')")
+    from copersona.backends.llamacpp import packaged_smollm2_path
+
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                packaged_smollm2_path(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "2048",
+                "--n_threads",
+                "1",
+                "--n_threads_batch",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(base_url + "/models", timeout=2).is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server not ready in {SERVER_START_SECONDS}s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

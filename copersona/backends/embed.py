@@ -36,6 +36,7 @@ class SentenceTransformerEmbedder(Embedder):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights are local; never reach for a hub
         from sentence_transformers import SentenceTransformer
 
+        self.source = name_or_path  # where the weights are (fine-tuning starts from them)
         self.model = SentenceTransformer(name_or_path, device=device)
         if max_seq_length:
             self.model.max_seq_length = max_seq_length

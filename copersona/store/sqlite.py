@@ -678,7 +678,8 @@ class Store:
 
     # -- counts -----------------------------------------------------------------------------
     def count(self, table: str) -> int:
-        known = {"interactions", "facets", "clusters", "profile_vectors", "facet_states", "edges", "llm_cache"}
-        if table not in known | {"soft_prompts", "trained_models"}:
+        """Rows of one of the store's tables (names are checked, never interpolated unseen)."""
+        known = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if table not in known:
             raise ValueError(f"unknown table {table!r}")
         return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])

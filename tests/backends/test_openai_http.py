@@ -8,18 +8,15 @@ fails on cue, so a small http.server in a thread plays one, answering from a scr
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 from pydantic import BaseModel, Field
+from runner import free_port
 
 from copersona.backends import load_llm_backend
 from copersona.backends.llamacpp import LlamaCppBackend, packaged_smollm2_path
@@ -27,69 +24,9 @@ from copersona.backends.llm import LLM, Request
 from copersona.backends.openai_http import OpenAICompatibleBackend, OpenAIHTTPError
 
 ASK = [{"role": "user", "content": "Say hello."}]
-SERVER_START_SECONDS = 90
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# -- the real model server ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory) -> Iterator[str]:
-    """``python -m llama_cpp.server`` on the packaged SmolLM2; yields its ``/v1`` base URL."""
-    for module in ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings"):
-        pytest.importorskip(module, reason="needs llama-cpp-python's server (pip install 'llama-cpp-python[server]')")
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                packaged_smollm2_path(),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "2048",
-                "--n_threads",
-                "1",
-                "--n_threads_batch",
-                "1",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(base_url + "/models", timeout=2).is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server not ready in {SERVER_START_SECONDS}s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
+# -- the real model server: ``llama_server`` (tests/conftest.py) ---------------------------------
 @pytest.fixture
 def served(llama_server) -> Iterator[OpenAICompatibleBackend]:
     backend = load_llm_backend(f"openai:smollm2@{llama_server}", max_concurrency=2)
