@@ -138,7 +138,8 @@ def evaluate(
         results = run_evaluation(
             db, rerankers, out, resamples=settings.bootstrap, seed=settings.seed, progress=RichProgress()
         )
-        db.set_meta("rec_gamma", {r["encoder"]: r["chosen"]["gamma"] for r in results["rows"] if r["chosen"]})
+        persona_rows = [r for r in results["rows"] if r["reranker"] in ("persona4rec", "persona4rec-ft")]
+        db.set_meta("rec_gamma", {r["encoder"]: r["chosen"]["gamma"] for r in persona_rows})
     _out().print(markdown(results))
 
 

@@ -24,7 +24,7 @@ class EncoderTraining:
     lora_rank: int = _help("LoRA rank r.", ge=1, default=16)
     lora_alpha: int = _help("LoRA alpha.", ge=1, default=32)
     lora_dropout: float = _help("LoRA dropout.", ge=0, le=1, default=0.05)
-    max_pairs: int | None = _help("Cap on training pairs (most recent first); none: all.", ge=1, default=None)
+    max_pairs: int | None = _help("Cap on training pairs (a seeded random sample); none: all.", ge=1, default=None)
     seed: int = _help("Seed of initialization and batch order.", default=0)
 
 

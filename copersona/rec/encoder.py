@@ -62,7 +62,7 @@ def training_pairs(store: RecStore, length: int) -> tuple[list[Pair], dict]:
             else:
                 no_profile += 1
         history[interaction.user_id].append(entry_text(items[interaction.item_id], aspects.get(key)))
-    return pairs, {"pairs": len(pairs), "aligned_without_earlier_profile": no_profile}
+    return pairs, {"aligned_pairs": len(pairs), "aligned_without_earlier_profile": no_profile}
 
 
 def train_encoder(
@@ -99,7 +99,7 @@ def train_encoder(
     loss = MultipleNegativesRankingLoss(model, scale=settings.scale)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate)
-    chosen = sorted(pairs, key=lambda p: p.profile)[-settings.max_pairs :] if settings.max_pairs else list(pairs)
+    chosen = rng.sample(pairs, settings.max_pairs) if settings.max_pairs and settings.max_pairs < len(pairs) else pairs
 
     tokenize = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
 
