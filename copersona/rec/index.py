@@ -264,17 +264,20 @@ class RecIndex:
         built = self.store.items_with_personas_built()
         todo = [i for i in sorted(items) if i not in built]
         encoder = self.encoder()
-        ks: Counter = Counter()
+        texts = [a.text() for item_id in todo for _, a in by_item.get(item_id, [])]
+        with self.progress.stage("embed aspect tuples", total=1) as advance:
+            # One call for all items' tuples (cached in the store): far better batching than per item.
+            vector_of = dict(zip(texts, encoder.encode(texts))) if texts else {}
+            advance(1)
         fallbacks = 0
         with self.progress.stage("personas", total=len(todo)) as advance:
             for item_id in todo:
                 members = by_item.get(item_id, [])
                 tuples = [a for _, a in members]
-                vectors = encoder.encode([a.text() for a in tuples]) if tuples else np.zeros((0, encoder.dim))
+                vectors = np.stack([vector_of[a.text()] for a in tuples]) if tuples else np.zeros((0, encoder.dim))
                 evidence = ItemEvidence(items[item_id], [u for u, _ in members], tuples, vectors)  # type: ignore[arg-type]
                 personas, details = self.reasoner().personas(evidence)
                 self.store.write_personas(item_id, personas, self.reasoner().method, details)
-                ks[len(personas)] += 1
                 fallbacks += "fallback" in details
                 advance(1)
         built = self.store.persona_details()

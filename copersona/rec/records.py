@@ -31,9 +31,11 @@ class RecItem(BaseModel):
 
 
 class AspectTuple(BaseModel):
-    """a_{u,i} of Eq. 2: what one review says about the four slots (None: the review is silent)."""
+    """a_{u,i} of Eq. 2: what one review says about the four slots (None: the review is silent).
 
-    model_config = ConfigDict(frozen=True)
+    Unknown keys are refused, so an LLM answer of another shape fails validation (and falls back)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     category_preference: str | None = Field(default=None, max_length=300)
     purchase_purpose: str | None = Field(default=None, max_length=300)

@@ -20,7 +20,7 @@ from copersona.store.rec import RecStore
 pytest.importorskip("implicit")
 pytest.importorskip("torch_geometric")
 
-USERS = 60
+USERS = 40
 CONFIG = """
 [rec]
 bootstrap = 200
@@ -28,7 +28,7 @@ decay_grid = [0.7, 1.0]
 [rec.training]
 epochs = 1
 batch_size = 16
-max_pairs = 48
+max_pairs = 32
 """
 
 
@@ -134,6 +134,7 @@ def test_evaluation_reports_every_generator_and_reranker_with_intervals(rec_run)
     assert results["task"] == "recommendation"
     rows = {(r["generator"], r["reranker"]): r for r in results["rows"]}
     rerankers = ("none", "persona4rec", "persona4rec-summary", "persona4rec-ft", "persona4rec-ft-summary")
+    rerankers += ("copersona-facets", "copersona-peers")
     assert set(rows) == {(g, r) for g in ("bpr", "lightgcn") for r in rerankers}
     for (generator, reranker), row in rows.items():
         assert set(row["metrics"]) == set(METRICS)
@@ -154,7 +155,7 @@ def test_fine_tuning_keeps_the_epoch_best_on_validation(rec_run):
     record = json.loads((rec_run["folder"] / "ft" / "training.json").read_text())
     scores = {h["epoch"]: h["validation_ndcg@10"] for h in record["history"]}
     assert record["kept_epoch"] == max(scores, key=lambda e: (scores[e], -e))
-    assert record["pairs"] == 48 and record["history"][1]["train_loss"] > 0
+    assert record["pairs"] == 32 and record["history"][1]["train_loss"] > 0
     assert (rec_run["folder"] / "ft" / "encoder" / "config.json").exists()
 
 
@@ -226,3 +227,68 @@ def test_llm_reasoning_runs_against_a_local_openai_compatible_server(data_dir, l
         again = {r.stage: r.details for r in db.runs()}
     for stage in ("rec-summaries", "rec-aspects", "rec-personas", "rec-alignment"):
         assert again[stage]["llm"]["calls"] == 0 and again[stage]["llm"]["cache_hits"] == first[stage]["llm"]["calls"]
+
+
+# Parsing and control flow of the LLM path with a scripted model (each case: what the model says,
+# and the method every record must then carry).
+LLM_ANSWERS = [
+    pytest.param(
+        [
+            '{"category_preference": "strings", "purchase_purpose": null, "quality_criteria": "tone", '
+            '"usage_context": null}'
+        ],
+        "llm",
+        id="valid-json",
+    ),
+    pytest.param(["not json at all"], "llm-fallback", id="broken-json"),
+    pytest.param(['{"category_preference": "' + "x" * 400 + '"}'], "llm-fallback", id="slot-over-max-length"),
+    pytest.param(['{"persona": 9, "justification": "out of range"}'], "llm-fallback", id="wrong-shape"),
+]
+
+
+@pytest.mark.parametrize("answers, method", LLM_ANSWERS)
+def test_llm_aspects_fall_back_to_extractive_and_say_so(scripted_backend, embedder, answers, method):
+    from copersona.backends.llm import LLM
+    from copersona.data.records import Interaction
+    from copersona.rec.reasoning import AspectInput, ExtractiveReasoner, LLMReasoner
+
+    review = Interaction(
+        user_id="u", item_id="i", timestamp=1, text="I bought these strings for my acoustic guitar. The tone is warm."
+    )
+    other = review.model_copy(update={"user_id": "v", "text": "Great value. I play it on stage every week."})
+    fallback = ExtractiveReasoner(embedder)
+    fallback.calibrate([AspectInput("u", "i", review), AspectInput("v", "i", other)])
+    reasoner = LLMReasoner(LLM(scripted_backend(answers)), fallback, retries=1)
+    [(aspect, used)] = reasoner.aspects([AspectInput("u", "i", review)])
+    assert used == method
+    if method == "llm":
+        assert aspect.slots() == json.loads(answers[0])
+    else:  # the extractive way: the review's own sentences
+        assert all(value in review.text for value in aspect.slots().values() if value)
+
+
+def test_llm_judge_out_of_range_falls_back_to_the_cluster(scripted_backend, embedder):
+    from copersona.backends.llm import LLM
+    from copersona.rec.reasoning import ExtractiveReasoner, LLMReasoner
+    from copersona.rec.records import Persona, RecItem
+
+    personas = [
+        Persona(item_id="i", index=0, name="a", description="d", rationale="r", members=["v"]),
+        Persona(item_id="i", index=1, name="b", description="d", rationale="r", members=["u"]),
+    ]
+    item = RecItem(item_id="i", title="Strings")
+    bad = LLMReasoner(
+        LLM(scripted_backend(['{"persona": 7, "justification": "no such persona"}'])), ExtractiveReasoner(embedder)
+    )
+    assert bad.align(["an earlier purchase"], item, personas, "u").model_dump() == {
+        "user_id": "u",
+        "item_id": "i",
+        "persona_index": 1,
+        "justification": "",
+        "method": "judge-fallback",
+    }
+    good = LLMReasoner(
+        LLM(scripted_backend(['{"persona": 1, "justification": "likes a"}'])), ExtractiveReasoner(embedder)
+    )
+    judged = good.align(["an earlier purchase"], item, personas, "u")
+    assert (judged.persona_index, judged.method, judged.justification) == (0, "judge", "likes a")
