@@ -48,6 +48,12 @@ class PersonaIndex:
         for row, (item_id, _) in enumerate(rows):
             rows_of.setdefault(item_id, []).append(row)
         self.rows_of = {item: np.array(found, dtype=np.int64) for item, found in rows_of.items()}
+        # Each item's rows padded with -1 to the widest item: a query gathers its candidates' rows at once.
+        self.position = {item: n for n, item in enumerate(rows_of)}
+        width = max((len(found) for found in rows_of.values()), default=1)
+        self.table = np.full((len(rows_of), width), -1, dtype=np.int64)
+        for n, found in enumerate(rows_of.values()):
+            self.table[n, : len(found)] = found
 
     @classmethod
     def build(
@@ -78,19 +84,15 @@ class PersonaIndex:
 
     def scores(self, user: np.ndarray, candidates: list[str]) -> list[Ranked]:
         """Each candidate's Eq. 10 score and winning persona, in the candidates' order (-inf: not indexed)."""
-        known = [item for item in candidates if item in self.rows_of]
+        known = [item for item in candidates if item in self.position]
         best: dict[str, tuple[float, int]] = {}
         if known:
-            segments = [self.rows_of[item] for item in known]
-            rows = np.concatenate(segments)
-            sims = self.vectors[rows] @ user.astype(np.float32)
-            starts = np.cumsum([0] + [len(s) for s in segments[:-1]])
-            top = np.maximum.reduceat(sims, starts)
-            # The first row reaching an item's maximum wins it (its lowest persona index).
-            winners = [
-                rows[start + int(np.argmax(sims[start : start + len(seg)]))] for start, seg in zip(starts, segments)
-            ]
-            best = {item: (float(score), int(row)) for item, score, row in zip(known, top, winners)}
+            table = self.table[[self.position[item] for item in known]]  # (C, P), -1 padded
+            sims = np.where(table >= 0, self.vectors[np.maximum(table, 0)] @ user.astype(np.float32), -np.inf)
+            # argmax takes the first row reaching an item's maximum (its lowest persona index).
+            column = sims.argmax(axis=1)
+            at = np.arange(len(known))
+            best = dict(zip(known, zip(sims[at, column].tolist(), table[at, column].tolist())))
         return [
             Ranked(item, best[item][0], self.rows[best[item][1]][1]) if item in best else Ranked(item, -np.inf, None)
             for item in candidates
