@@ -103,14 +103,21 @@ class PeerReranker(PersonaReranker):
         texts = list(dict.fromkeys(t for history in self.entries.values() for _, t in history))
         self.entry_vectors = dict(zip(texts, encoder.encode(texts)))
 
-    def _peer_vector(self, query: Candidates) -> np.ndarray | None:
+    def peer_entries(self, query: Candidates) -> list[tuple[str, float, list[tuple[int, str]]]]:
+        """(peer, weight, entries) of the query's user: each peer's L most recent training entries
+        written before the query's target, most recent first; peers with none are left out."""
         cutoff = self.target_time[(query.user_id, query.split)]
-        total, weight_sum = None, 0.0
+        found = []
         for peer, weight in self.peers.get(query.user_id, []):
-            before = [t for time, t in self.entries.get(peer, []) if time < cutoff][::-1][: self.length]
-            if not before:
-                continue
-            vector = decayed_mean(np.stack([self.entry_vectors[t] for t in before]), self.gamma)
+            before = [(time, text) for time, text in self.entries.get(peer, []) if time < cutoff][::-1]
+            if before:
+                found.append((peer, weight, before[: self.length]))
+        return found
+
+    def _peer_vector(self, query: Candidates) -> np.ndarray | None:
+        total, weight_sum = None, 0.0
+        for _, weight, entries in self.peer_entries(query):
+            vector = decayed_mean(np.stack([self.entry_vectors[text] for _, text in entries]), self.gamma)
             total = weight * vector if total is None else total + weight * vector
             weight_sum += weight
         return None if total is None else total / weight_sum

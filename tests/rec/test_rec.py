@@ -88,6 +88,24 @@ def test_nothing_held_out_shapes_aspects_personas_or_profiles(db):
                 assert c.target in seen[(c.user_id, split)]
 
 
+def test_peers_reach_a_target_only_with_what_they_wrote_before_it(db, embedder):
+    from copersona.config import GraphConfig
+    from copersona.rec.copersona import PeerReranker
+    from copersona.rec.profiles import CachedEncoder, training_profiles
+    from copersona.rec.rerank import PersonaIndex
+
+    encoder = CachedEncoder(embedder, None)  # the store is open read-only: no vector cache
+    index = PersonaIndex.build(db.items(), db.personas(), encoder)
+    peers = PeerReranker(db, index, training_profiles(db, 10), encoder, [1.0], [1.0], GraphConfig(), 10)
+    times = {(i.user_id, s): i.timestamp for i, s in db.rec_interactions() if s != "train"}
+    used = 0
+    for query in db.candidates("bpr", "test") + db.candidates("bpr", "validation"):
+        for _, _, entries in peers.peer_entries(query):
+            assert all(time < times[(query.user_id, query.split)] for time, _ in entries)
+            used += len(entries)
+    assert used > 0
+
+
 def test_personas_are_two_to_seven_clusters_or_a_summary_entry(db):
     details = db.persona_details()
     aspects = db.aspects()
