@@ -70,7 +70,7 @@ def quote_sources(quotes: list[str], reviews: list[Interaction]) -> list[ReviewR
     return [source_of(quote, reviews) for quote in quotes]  # type: ignore[misc]
 
 
-def _clip(sentence: str, max_chars: int) -> str:
+def clip_at_word(sentence: str, max_chars: int) -> str:
     """A verbatim prefix of ``sentence`` of at most ``max_chars``, cut at a word boundary."""
     if len(sentence) <= max_chars:
         return sentence
@@ -214,7 +214,7 @@ class ExtractiveSummarizer(Summarizer):
                 # A user who repeats a sentence across reviews should not get it twice.
                 top = list(dict.fromkeys(sentences[i] for i in ranked))[: self.config.summary_sentences]
                 quotes, dropped = verify_quotes(
-                    [_clip(s, self.config.quote_max_chars) for s in top[: self.config.max_quotes]],
+                    [clip_at_word(s, self.config.quote_max_chars) for s in top[: self.config.max_quotes]],
                     texts,
                     self.config.max_quotes,
                     self.config.quote_max_chars,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from copersona.data.loaders import (
     AMAZON2014_RATINGS_CSV,
+    DATA_SUFFIXES,
     ITEM_META_CSV,
     ITEM_META_JSON,
     ItemMeta,
@@ -31,8 +32,6 @@ from copersona.data.loaders import (
 )
 from copersona.data.records import Interaction, LoadReport
 from copersona.rec.records import RecItem, RecSplit
-
-_DATA_SUFFIXES = {".csv", ".json", ".jsonl", ".gz"}
 
 
 @dataclass
@@ -54,7 +53,7 @@ def _files(path: Path) -> dict[str, list[Path]]:
         return {detect_format(path): [path]}
     found: dict[str, list[Path]] = defaultdict(list)
     for file in sorted(path.iterdir()):
-        if file.is_file() and not file.name.startswith(".") and file.suffix.lower() in _DATA_SUFFIXES:
+        if file.is_file() and not file.name.startswith(".") and file.suffix.lower() in DATA_SUFFIXES:
             try:
                 found[detect_format(file)].append(file)
             except ValueError:

@@ -110,12 +110,17 @@ def evaluate(
 def summarize(store: RecStore, rows: list[Row], *, resamples: int, seed: int) -> dict:
     out_rows = []
     by_generator = {r.generator: r for r in rows if r.reranker == "none"}
+    # A generator's rows share its test users: segments and its own order's metrics are computed once.
+    masks_of = {
+        g: segments(store, r.users, {c.user_id: c.target for c in store.candidates(g, "test")})
+        for g, r in by_generator.items()
+    }
+    base_of = {g: r.per_query() for g, r in by_generator.items()}
     for row in rows:
-        targets = {c.user_id: c.target for c in store.candidates(row.generator, "test")}
-        masks = segments(store, row.users, targets)
+        masks = masks_of[row.generator]
         indices = resample_indices(len(row.users), resamples=resamples, seed=seed)
         values = row.per_query()
-        base = by_generator[row.generator].per_query()
+        base = base_of[row.generator]
         entry = {
             "generator": row.generator,
             "reranker": row.reranker,

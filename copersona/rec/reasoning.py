@@ -34,7 +34,7 @@ from copersona.backends.llm import LLM
 from copersona.config import SummaryConfig
 from copersona.data.records import Interaction
 from copersona.facets.records import Facet, FacetSchema
-from copersona.facets.summarize import ExtractiveSummarizer
+from copersona.facets.summarize import ExtractiveSummarizer, clip_at_word
 from copersona.rec.records import ASPECT_SLOTS, Alignment, AspectTuple, Persona, RecItem
 
 MIN_PERSONAS, MAX_PERSONAS = 2, 7
@@ -98,13 +98,7 @@ def metadata_summary(item: RecItem, max_chars: int = 400) -> str:
         parts.append(f"Category: {item.category}")
     if item.description and item.description != item.title:
         parts.append(item.description)
-    return _clip(". ".join(p.rstrip(". ") for p in parts) + ".", max_chars)
-
-
-def _clip(text: str, max_chars: int) -> str:
-    if len(text) <= max_chars:
-        return text
-    return text[:max_chars].rsplit(" ", 1)[0]
+    return clip_at_word(". ".join(p.rstrip(". ") for p in parts) + ".", max_chars)
 
 
 class Reasoner(ABC):
@@ -153,7 +147,7 @@ class ExtractiveReasoner(Reasoner):
         by_key = {_review_key(r): r for r in reviews}
         filled: dict[str, dict[str, str | None]] = {key: {} for key in by_key}
         for state in self.slots.summarize({key: [r.review] for key, r in by_key.items()}):
-            filled[state.user_id][state.facet_key] = _clip(state.summary, SLOT_MAX_CHARS) or None
+            filled[state.user_id][state.facet_key] = clip_at_word(state.summary, SLOT_MAX_CHARS) or None
         return [(AspectTuple(**filled[_review_key(r)]), self.method) for r in reviews]
 
     def personas(self, evidence: ItemEvidence) -> tuple[list[Persona], dict]:
@@ -175,8 +169,8 @@ class ExtractiveReasoner(Reasoner):
                     item_id=evidence.item.item_id,
                     index=cluster,
                     name=names[cluster],
-                    description=_clip(medoid.text(), 800),
-                    rationale=_clip(" ".join(f'"{q}"' for q in dict.fromkeys(quotes) if q), 800),
+                    description=clip_at_word(medoid.text(), 800),
+                    rationale=clip_at_word(" ".join(f'"{q}"' for q in dict.fromkeys(quotes) if q), 800),
                     members=[evidence.users[row] for row in rows],
                 )
             )

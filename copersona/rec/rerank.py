@@ -184,15 +184,18 @@ def all_rerankers(
     items, personas = store.items(), store.personas()
     profiles = training_profiles(store, config.history_length)
     out: list[Reranker] = []
+    persona_index = {}
     for suffix, encoder in (("", vanilla), ("-ft", finetuned)):
         if encoder is None:
             continue
         for variant, summary_only in (("", False), ("-summary", True)):
             index = PersonaIndex.build(items, personas, encoder, summary_only=summary_only)
+            if not summary_only:
+                persona_index[encoder.encoder_id] = index
             out.append(PersonaReranker(f"persona4rec{suffix}{variant}", index, profiles, encoder, config.decay_grid))
     if store.count("rec_facets"):
         encoder = finetuned or vanilla
-        index = PersonaIndex.build(items, personas, encoder)
+        index = persona_index[encoder.encoder_id]
         graph = GraphConfig()
         fallback = PersonaReranker("persona4rec", index, profiles, encoder, config.decay_grid)
         out.append(FacetReranker(store, index, fallback, graph))

@@ -41,6 +41,7 @@ from copersona.data.records import Interaction, LoadReport
 
 __all__ = [
     "AMAZON2014_CSV",
+    "DATA_SUFFIXES",
     "AMAZON2014_JSON",
     "AMAZON2014_RATINGS_CSV",
     "AMAZON2023_JSON",
@@ -75,7 +76,7 @@ ITEM_META_JSON = "item_meta_json"
 EMPTY = "empty"
 
 _META_FORMATS = {ITEM_META_CSV, ITEM_META_JSON}
-_DATA_SUFFIXES = {".csv", ".json", ".jsonl", ".gz"}
+DATA_SUFFIXES = {".csv", ".json", ".jsonl", ".gz"}
 
 _READERS = {
     AMAZON2014_CSV: read_2014_review_csv,
@@ -215,7 +216,7 @@ def _load_directory(directory: Path, meta: str | Path | None) -> tuple[list[Inte
     collector = Collector(str(directory))
     found: dict[str, list[Path]] = {}
     for file in sorted(directory.iterdir()):
-        if not file.is_file() or file.name.startswith(".") or file.suffix.lower() not in _DATA_SUFFIXES:
+        if not file.is_file() or file.name.startswith(".") or file.suffix.lower() not in DATA_SUFFIXES:
             continue
         try:
             found.setdefault(detect_format(file), []).append(file)
