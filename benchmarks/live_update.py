@@ -1,7 +1,7 @@
 """Adding one review to a built store, against rebuilding its personas and graph.
 
     python3 benchmarks/live_update.py [--data ../shared/data/amazon2014-musical-instruments]
-        [--min-reviews 2] [--updates 20]
+        [--min-reviews 2] [--updates 20] [--keep runs/mi-1k.sqlite]
 
 Builds a store of the data with the embedded default, keeping users with at least
 ``--min-reviews`` reviews (2 keeps about a thousand of the Musical Instruments users; 1 review is
@@ -13,6 +13,7 @@ held out, profiles of 1+), then on copies of it:
   random user through :func:`copersona.live.add_reviews`, timed one by one, with how many
   neighbour lists each searched again.
 
+``--keep`` saves the first build (e.g. for ``benchmarks/serve_load.py`` at a thousand users).
 Prints one table; the ratio is rebuild time over the median update, measured in this one run.
 """
 
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/amazon2014-musical-instruments")
     parser.add_argument("--min-reviews", type=int, default=2)
     parser.add_argument("--updates", type=int, default=20)
+    parser.add_argument("--keep", type=Path, help="copy the first build here")
     args = parser.parse_args()
 
     config = BuildConfig.load(REPO / "configs/amazon2014-mi-partial.toml")
@@ -53,6 +55,9 @@ def main() -> None:
         users = store.user_ids()
         texts = [i.text for u in users[:200] for i in store.history(u)[0] if len(i.text) > 80]
     build_seconds = time.perf_counter() - started
+    if args.keep:
+        args.keep.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(built, args.keep)
 
     rebuilt = shutil.copy(built, folder / "rebuilt.sqlite")
     with Store(rebuilt) as store:
