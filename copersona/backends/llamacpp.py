@@ -186,6 +186,30 @@ class LlamaCppBackend(LLMBackend):
             seconds=time.perf_counter() - started,
         )
 
+    def choice_logprobs(self, requests: list[Request]) -> list[dict[str, float] | None]:
+        """The next-token distribution after the formatted prompt, read at each choice's first token.
+
+        A choice of several tokens is scored by its first (ratings "1".."5" are one token each).
+        Requests with a soft prompt are not scored here (None: the client asks for constrained output).
+        """
+        return [None if r.soft_prompt is not None else self._choice_logprobs(r) for r in requests]
+
+    def _choice_logprobs(self, request: Request) -> dict[str, float]:
+        prompt = list(self._prompt_arguments(request)["prompt"])
+        if len(prompt) >= self._llm.n_ctx():
+            raise ValueError(f"the prompt ({len(prompt)} tokens) exceeds the context window {self._llm.n_ctx()}")
+        self._forget()
+        try:
+            self._llm.eval(prompt)  # the last position's logits stay in the context (logits_all is off)
+            logits = np.ctypeslib.as_array(self._llm._ctx.get_logits(), shape=(self._llm.n_vocab(),))
+            logits = logits.astype(np.float64)
+        finally:
+            self._forget()
+        shifted = logits - logits.max()
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+        first = {c: self._llm.tokenize(c.encode("utf-8"), add_bos=False, special=False) for c in request.choices}
+        return {c: float(logprobs[tokens[0]]) for c, tokens in first.items() if tokens}
+
     def stream(self, request: Request, on_text: TextSink) -> Completion:
         """Tokens as llama.cpp samples them (a soft-prompt request is decoded whole, then passed on)."""
         if request.soft_prompt is not None:

@@ -14,7 +14,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
@@ -57,6 +57,15 @@ class Request:
     stop: tuple[str, ...] = ()
     json_schema: str | None = None  # JSON text, so the request stays hashable
     soft_prompt: SoftPrompt | None = None  # only backends with supports_soft_prompts take one
+    choices: tuple[str, ...] = ()  # a choice request: the answers scored (see LLM.choose), not generated
+
+    def choice_schema(self) -> dict:
+        """The constrained-output fallback of a choice request: an object holding one of the choices."""
+        return {
+            "type": "object",
+            "properties": {"answer": {"type": "string", "enum": list(self.choices)}},
+            "required": ["answer"],
+        }
 
     @classmethod
     def chat(cls, messages: list[Message], **params) -> Request:
@@ -67,6 +76,7 @@ class Request:
             messages=tuple((m["role"], m["content"]) for m in messages),
             json_schema=schema,
             stop=tuple(params.pop("stop", ())),
+            choices=tuple(params.pop("choices", ())),
             **params,
         )
 
@@ -77,10 +87,14 @@ class Request:
         return json.loads(self.json_schema) if self.json_schema else None
 
     def to_dict(self) -> dict:
-        """JSON-ready; a soft prompt appears by the digest of its values (and not at all without one)."""
-        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "soft_prompt"}
+        """JSON-ready; a soft prompt appears by the digest of its values, and choices as a list (neither
+        at all when absent, so generation requests keep the cache keys they always had)."""
+        optional = ("soft_prompt", "choices")
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in optional}
         record["messages"] = [list(m) for m in self.messages]
         record["stop"] = list(self.stop)
+        if self.choices:
+            record["choices"] = list(self.choices)
         if self.soft_prompt is not None:
             record["soft_prompt"] = self.soft_prompt.digest
         return record
@@ -112,6 +126,12 @@ class LLMBackend(ABC):
     @abstractmethod
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under the model's own tokenizer."""
+
+    def choice_logprobs(self, requests: list[Request]) -> list[dict[str, float] | None]:
+        """Per request, the log-probability of each of its ``choices`` as the answer's first token,
+        or None where this backend cannot tell (the client then asks for constrained output).
+        Choices missing from what the model reports are left out of the dict."""
+        return [None] * len(requests)
 
     def stream(self, request: Request, on_text: TextSink) -> Completion:
         """One completion, its text passed to ``on_text`` as it is generated. A backend that cannot
@@ -145,6 +165,37 @@ class Structured(Generic[T]):
 
 
 @dataclass
+class Choice:
+    """A choice request's answer: a probability per choice (in the request's order), and how it was read.
+
+    ``source``: "logprobs" (the first answer token's probabilities, renormalized over the choices),
+    "constrained" (one answer under a JSON schema: all mass on it), or "fallback" (no usable answer:
+    uniform, counted in :class:`LLMStats`).
+    """
+
+    probabilities: tuple[float, ...]
+    source: str
+    cached: bool = False
+
+    def to_text(self) -> str:
+        return json.dumps({"probabilities": list(self.probabilities), "source": self.source})
+
+    @classmethod
+    def from_text(cls, text: str, *, cached: bool = False) -> Choice:
+        raw = json.loads(text)
+        return cls(tuple(float(p) for p in raw["probabilities"]), raw["source"], cached)
+
+    @classmethod
+    def from_logprobs(cls, logprobs: dict[str, float], choices: tuple[str, ...]) -> Choice | None:
+        """Renormalized over the choices; None when the model gave none of them any probability."""
+        found = np.array([logprobs.get(c, -np.inf) for c in choices], dtype=np.float64)
+        if not np.isfinite(found).any():
+            return None
+        weights = np.exp(found - found[np.isfinite(found)].max())
+        return cls(tuple(float(w) for w in weights / weights.sum()), "logprobs")
+
+
+@dataclass
 class LLMStats:
     calls: int = 0
     cache_hits: int = 0
@@ -153,6 +204,7 @@ class LLMStats:
     seconds: float = 0.0
     structured_failures: int = 0
     structured_retries: int = 0
+    choice_fallbacks: int = 0  # choice requests answered neither by log-probabilities nor by constrained output
     failure_samples: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -225,6 +277,57 @@ class LLM:
         completion.seconds = completion.seconds or time.perf_counter() - started
         self._record(request, completion)
         return completion
+
+    def choose(self, requests: list[Request]) -> list[Choice]:
+        """A probability per choice for each choice request (``Request.choices``), cached like answers.
+
+        Log-probabilities of the first answer token where the backend gives them; otherwise one
+        greedy answer constrained to the choices by a JSON schema; otherwise (no valid answer) the
+        uniform distribution, counted in ``stats.choice_fallbacks``.
+        """
+        if any(not r.choices for r in requests):
+            raise ValueError("choose() takes choice requests only (Request.choices set)")
+        results: list[Choice | None] = [None] * len(requests)
+        missing = []
+        for i, request in enumerate(requests):
+            hit = self.cache.cache_get(self.cache_key(request)) if self.cache is not None else None
+            if hit is not None:
+                results[i] = Choice.from_text(hit["text"], cached=True)
+                self.stats.cache_hits += 1
+            else:
+                missing.append(i)
+        if not missing:
+            return results  # type: ignore[return-value]
+        started = time.perf_counter()
+        asked = [requests[i] for i in missing]
+        for i, logprobs in zip(missing, self.backend.choice_logprobs(asked)):
+            if logprobs is not None:
+                results[i] = Choice.from_logprobs(logprobs, requests[i].choices)
+        constrained = [i for i in missing if results[i] is None]
+        if constrained:
+            fallback_requests = [
+                replace(requests[i], choices=(), json_schema=json.dumps(requests[i].choice_schema()), temperature=0.0)
+                for i in constrained
+            ]
+            for i, completion in zip(constrained, self.backend.complete(fallback_requests)):
+                results[i] = self._constrained_choice(completion.text, requests[i].choices)
+        elapsed = time.perf_counter() - started
+        for i in missing:
+            self._record(requests[i], Completion(results[i].to_text(), seconds=elapsed / len(missing)))
+        return results  # type: ignore[return-value]
+
+    def _constrained_choice(self, text: str, choices: tuple[str, ...]) -> Choice:
+        try:
+            answer = extract_json(text)
+            index = choices.index(str(answer["answer"]).strip()) if isinstance(answer, dict) else -1
+        except (json.JSONDecodeError, ValueError, KeyError):
+            index = -1
+        if index < 0:
+            self.stats.choice_fallbacks += 1
+            if len(self.stats.failure_samples) < 5:
+                self.stats.failure_samples.append(f"choice: no valid answer among {list(choices)}: {text[:200]!r}")
+            return Choice(tuple(1 / len(choices) for _ in choices), "fallback")
+        return Choice(tuple(float(j == index) for j in range(len(choices))), "constrained")
 
     def _check_soft_prompts(self, requests: list[Request]) -> None:
         if not self.backend.supports_soft_prompts and any(r.soft_prompt is not None for r in requests):

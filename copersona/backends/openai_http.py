@@ -27,6 +27,8 @@ import httpx
 from copersona.backends.llm import Completion, LLMBackend, Request
 
 DEFAULT_CONTEXT_WINDOW = 8192
+# Alternatives the server reports for the first answer token of a choice request (OpenAI allows up to 20).
+TOP_LOGPROBS = 20
 _PROBE_TEXT = "How many tokens is this?"
 #: Tokenize endpoints (relative to the server root, not ``/v1``) and the body field holding the text.
 _TOKENIZE_ENDPOINTS = (
@@ -186,6 +188,8 @@ class OpenAICompatibleBackend(LLMBackend):
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="openai-http")
         #: "json_schema", downgraded for good to "json_object" once the server has rejected the former.
         self.structured_format = "json_schema"
+        #: Whether choice requests are scored from ``top_logprobs``; off for good once the server refuses.
+        self.gives_logprobs = True
         self._tokenize: tuple[str, str] | None = None  # (url, text field), found on first use
         self._tokenize_probed = False
         served = None if context_window else self._served_context_window(min(timeout, 10.0))
@@ -209,6 +213,46 @@ class OpenAICompatibleBackend(LLMBackend):
             body = self._post_with_retries("/chat/completions", self._payload(request, "json_object"))
             self.structured_format = "json_object"  # the fallback worked: use it from now on
         return _completion(body, body["choices"][0]["message"].get("content"), started)
+
+    def choice_logprobs(self, requests: list[Request]) -> list[dict[str, float] | None]:
+        """One-token answers with ``top_logprobs``; None for all once the server has refused them
+        (or answered without them), and the client falls back to constrained output. A choice not
+        among the alternatives reported gets the least likely one's log-probability (an upper bound)."""
+        return list(self._pool.map(self._choice_logprobs, requests))
+
+    def _choice_logprobs(self, request: Request) -> dict[str, float] | None:
+        if not self.gives_logprobs or request.soft_prompt is not None:
+            return None
+        payload = {
+            "model": self.model,
+            "messages": request.message_dicts(),
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "seed": request.seed,
+            "logprobs": True,
+            "top_logprobs": TOP_LOGPROBS,
+        }
+        try:
+            body = self._post_with_retries("/chat/completions", payload)
+            tokens = body["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+        except OpenAIHTTPError as err:
+            if err.status is None or err.status >= 500:
+                raise
+            tokens = None  # a 4xx: the server does not take logprobs
+        except (KeyError, IndexError, TypeError):
+            tokens = None
+        if not tokens:
+            self.gives_logprobs = False
+            self.notes.append("the server gives no log-probabilities: choice requests use constrained output")
+            return None
+        found: dict[str, float] = {}
+        for entry in tokens:
+            token = str(entry.get("token", "")).strip()
+            if token in request.choices and token not in found:
+                found[token] = float(entry["logprob"])
+        # A choice outside the top alternatives is at most as likely as the least likely one shown.
+        floor = min(float(entry["logprob"]) for entry in tokens)
+        return {choice: found.get(choice, floor) for choice in request.choices}
 
     def _complete_embedded(self, request: Request) -> Completion:
         """A soft-prompt request through the completions endpoint, as the whole prompt's embeddings."""
