@@ -369,13 +369,59 @@ def generate(
     typer.echo(prediction.text)
 
 
+DEFAULT_METHODS = {
+    "review": "nonperso,rag,pag,dpl,copersona-np",
+    "rating": "nonperso,rag,pag,dpl,copersona-np,persona-db",
+}
+
+
+def _sparse_tables(db, runtime, names, examples, out, name, split, task, limit, allow_mixed) -> list[Path]:
+    """The sparse-user tables of ``evaluate --sparse``: the fewest-reviews quarter, and capped profiles."""
+    from copersona.eval.harness import evaluate as run_evaluation
+    from copersona.eval.harness import fewest_reviews, select_examples
+    from copersona.eval.report import write_evaluation
+
+    written = []
+    sparse = fewest_reviews(examples)
+    most = max(len(e.profile) for e in sparse)
+    evaluation = run_evaluation(runtime, names, sparse, split=split, allow_mixed=allow_mixed)
+    title = f"{name}: {split} split, the quarter of examples with the fewest profile reviews (at most {most})"
+    written += write_evaluation(evaluation, out / "fewest-reviews", title=title)
+    for cap in (1, 2):
+        capped = select_examples(db, split, limit, task=task, profile_cap=cap)
+        evaluation = run_evaluation(runtime, names, capped, split=split, allow_mixed=allow_mixed)
+        written += write_evaluation(
+            evaluation, out / f"cap-{cap}", title=f"{name}: {split} split, profiles capped at {cap}"
+        )
+    return written
+
+
 @app.command()
 def evaluate(
     store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
     out: Annotated[Path, typer.Option(help="Folder for results.json/csv, predictions.jsonl, report.md, plots.")],
     methods: Annotated[
-        str, typer.Option(help="Comma-separated methods; copy-self and copy-peer are always added.")
-    ] = "nonperso,rag,pag,dpl,copersona-np",
+        Optional[str],
+        typer.Option(
+            help="Comma-separated methods (default: the task's); the task's no-LLM reference points are always "
+            "added (review: copy-self, copy-peer; rating: user-mean, item-mean, rating-mf)."
+        ),
+    ] = None,
+    task: Annotated[
+        str,
+        typer.Option(help="review: write the held-out review; rating: predict its 1-5 rating from the item alone."),
+    ] = "review",
+    profile_cap: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="Keep only each profile's N most recent reviews (sparse-history experiments)."),
+    ] = None,
+    sparse: Annotated[
+        bool,
+        typer.Option(
+            help="Also write the tables of sparse users: the quarter of examples with the fewest profile reviews "
+            "(OUT/fewest-reviews), and profiles capped at 1 and 2 reviews (OUT/cap-1, OUT/cap-2)."
+        ),
+    ] = False,
     split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
     limit: Annotated[
         Optional[int], typer.Option(min=1, help="Evaluate the first N users (by id) of the split.")
@@ -384,7 +430,10 @@ def evaluate(
     judge: Annotated[Optional[str], typer.Option(help="Also score with this LLM as judge (spec).")] = None,
     ablation: Annotated[
         Optional[list[str]],
-        typer.Option(help="Also run an ablation: neighbours, retriever, temperature or facets (repeatable)."),
+        typer.Option(
+            help="Also run an ablation: neighbours, retriever, temperature, facets or retrieval-size (the context "
+            "efficiency curve: 1, 2, 4, 8 retrieved units) (repeatable)."
+        ),
     ] = None,
     finetuned: Annotated[
         bool,
@@ -425,18 +474,22 @@ def evaluate(
     from copersona.eval.harness import select_examples
     from copersona.eval.report import write_evaluation
     from copersona.inference import cached_llm, open_runtime
-    from copersona.methods import REFERENCE_METHODS
+    from copersona.methods import REFERENCE_METHODS, TASKS
     from copersona.model.trained import TrainedModel
     from copersona.store.sqlite import Store
 
+    if task not in TASKS:
+        raise typer.BadParameter(f"use one of {', '.join(TASKS)}", param_hint="--task")
+    if task == "rating" and (metrics or judge):
+        raise typer.BadParameter("the rating task has its own metrics (MAE, RMSE, Pearson, Spearman, accuracy)")
     harness_config = _harness_config(config, llm, retriever, neighbours, temperature, seed, metrics)
-    names = _names(methods)
-    names += [r for r in REFERENCE_METHODS if r not in names]
+    names = _names(methods or DEFAULT_METHODS[task])
+    names += [r for r in REFERENCE_METHODS[task] if r not in names]
     writable_folder(out)  # checked before the work, not after it
     with Store(store, create=False) as db:
-        examples = select_examples(db, split, limit)
+        examples = select_examples(db, split, limit, task=task, profile_cap=profile_cap)
         if not examples:
-            raise ValueError(f"{store}: no {split} examples")
+            raise ValueError(f"{store}: no {split} examples" + (" with a rating" if task == "rating" else ""))
         progress = RichProgress()
         trained = {m.method: m for m in (TrainedModel.load(folder) for folder in model or [])}
         if finetuned:
@@ -451,7 +504,10 @@ def evaluate(
         if judge:  # one model in memory when the judge is the generator
             judge_llm = runtime.llm() if judge == runtime.base_generator else cached_llm(db, judge)
         evaluation = run_evaluation(runtime, names, examples, split=split, judge=judge_llm, allow_mixed=allow_mixed)
-        written = write_evaluation(evaluation, out, title=f"{store.name}: {split} split")
+        title = f"{store.name}: {split} split" + (f", profiles capped at {profile_cap}" if profile_cap else "")
+        written = write_evaluation(evaluation, out, title=title)
+        if sparse:
+            written += _sparse_tables(db, runtime, names, examples, out, store.name, split, task, limit, allow_mixed)
         used = {name: m.curve for name, m in runtime.models.items() if name in names}
         if used:
             from copersona.model.report import plot_curves

@@ -189,7 +189,11 @@ class RetrievalConfig:
         choices=("bm25", "dense", "recency"),
         default="bm25",
     )
-    history_k: int = _help("Own past reviews retrieved into the prompt.", ge=0, default=4)
+    history_k: int = _help(
+        "Retrieved units in the prompt: own past reviews (Persona-DB: persona units across its levels).",
+        ge=0,
+        default=4,
+    )
     neighbours: int = _help("Peers in the facet peer context, by combined similarity (0 disables it).", ge=0, default=3)
 
 
@@ -285,6 +289,35 @@ class MethodsConfig:
         "the papers; cached in the store).",
         choices=("extractive", "llm"),
         default="extractive",
+    )
+    persona_db_refiner: str = _help(
+        "Persona-DB: who refines histories into distilled facts, induced traits and persona keys: "
+        "'extractive' (the reviews' own sentences, clustering and TF-IDF keys; no LLM) or 'llm' (the "
+        "generator, as the paper; JSON under a schema, cached, with counted extractive fallbacks).",
+        choices=("extractive", "llm"),
+        default="extractive",
+    )
+    persona_db_keys: int = _help("Persona-DB: persona keys per user (what users are joined on).", ge=1, default=5)
+    persona_db_neighbor_topk: int = _help(
+        "Persona-DB: collaborators joined to a user by shared persona keys (the public code's "
+        "neighbor_topk); 0 turns collaborative refinement off.",
+        ge=0,
+        default=3,
+    )
+    persona_db_item_topk_collab: int = _help(
+        "Persona-DB: each collaborator's distilled reviews (of the items most similar to the query) "
+        "offered (the public code's item_topk_collab).",
+        ge=0,
+        default=2,
+    )
+    rating_mf_factors: int = _help("rating-mf: latent factors of the biased matrix factorization.", ge=1, default=16)
+    rating_mf_epochs: int = _help("rating-mf: full-batch Adam steps.", ge=1, default=300)
+    rating_mf_reg: float = _help("rating-mf: L2 weight on factors and biases.", ge=0, default=0.05)
+    rating_mf_blocks: int = _help(
+        "rating-mf: the examples are cut into this many blocks by target day, and one model is fitted "
+        "per block on the ratings written before the block's first day (nothing later reaches it).",
+        ge=1,
+        default=8,
     )
 
 

@@ -94,4 +94,16 @@ def _user_persona(store: Store, user_id: str, neighbours: int, words: str) -> di
             if f.key in states
         ],
         "combined_neighbours": [n.model_dump() for n in store.neighbours(user_id, limit=neighbours)],
+        # Persona-DB's levels, once a persona-db run has refined them (one per profile refined).
+        "persona_db": [
+            {
+                "profile": persona.profile,
+                "units": [
+                    {"level": u.level, "text": u.text, "reviews": len(u.sources), "made_by": u.made_by}
+                    for u in persona.units
+                    if words != "none" or not u.made_by.startswith("extractive")
+                ],
+            }
+            for persona in store.personas_of(user_id)
+        ],
     }

@@ -54,12 +54,27 @@ class Example(BaseModel):
     # A free request answered in the user's voice instead of the target's review (served requests):
     # the target then only dates the request and names no real item.
     instruction: str = ""
+    # "review": write the target's review (given its rating and title); "rating": predict the
+    # target's rating from the item alone (response prediction).
+    task: Literal["review", "rating"] = "review"
 
     def query(self) -> Interaction:
-        """What self-history retrieval matches on: the target item, or the free request's words."""
+        """What self-history retrieval matches on: the target item, or the free request's words.
+
+        For the rating task only the item: the rating is the answer, and the target's title and
+        text were written with it.
+        """
+        if self.task == "rating":
+            return self.request_target()
         if not self.instruction:
             return self.target
         return self.target.model_copy(update={"item_title": self.instruction, "item_description": ""})
+
+    def request_target(self) -> Interaction:
+        """The target as the request may show it: for the rating task, the item without the review."""
+        if self.task != "rating":
+            return self.target
+        return self.target.model_copy(update={"rating": None, "review_title": "", "text": ""})
 
 
 # How many problems of each kind a report keeps with file and line; the counts are always complete.

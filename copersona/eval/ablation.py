@@ -4,7 +4,10 @@
 * ``retriever``: bm25, dense, recency (Table 5), for rag and copersona-np;
 * ``temperature``: 0.5-1.0 (Fig. 3), for copersona-np;
 * ``facets``: M = 3-6 (Fig. 4): the facet stages (schema, summaries, graph) are rebuilt into a copy
-  of the store per M, next to the outputs, then copersona-np runs on each copy.
+  of the store per M, next to the outputs, then copersona-np runs on each copy;
+* ``retrieval-size``: 1, 2, 4, 8 retrieved units (own reviews; Persona-DB's persona units), for
+  every method of the rating harness (Persona-DB's context-efficiency curve); nonperso retrieves
+  nothing and is the flat line.
 
 Generation is cached in the store, so values shared with the main evaluation cost nothing.
 """
@@ -20,6 +23,7 @@ from pathlib import Path
 from copersona.data.records import Example
 from copersona.eval.harness import Evaluation, evaluate
 from copersona.eval.metrics import load_metric
+from copersona.eval.rating_metrics import RATING_METRICS
 from copersona.eval.report import LABELS
 from copersona.inference import Runtime
 from copersona.store.sqlite import Store
@@ -41,6 +45,13 @@ ABLATIONS = {
         Ablation("retriever", "retrieval.retriever", ("bm25", "dense", "recency"), ("rag", "copersona-np"), "Table 5"),
         Ablation("temperature", "generation.temperature", (0.5, 0.6, 0.7, 0.8, 0.9, 1.0), ("copersona-np",), "Fig. 3"),
         Ablation("facets", "facets.num_facets", (3, 4, 5, 6), ("copersona-np",), "Fig. 4"),
+        Ablation(
+            "retrieval-size",
+            "retrieval.history_k",
+            (1, 2, 4, 8),
+            ("nonperso", "rag", "pag", "dpl", "copersona-np", "persona-db"),
+            "Persona-DB's context efficiency",
+        ),
     )
 }
 
@@ -88,7 +99,9 @@ def check_ablations(names: list[str], runtime: Runtime) -> None:
 def run_ablation(name: str, store: Store, runtime: Runtime, examples: list[Example], out: Path, *, split: str) -> dict:
     check_ablations([name], runtime)
     ablation = ABLATIONS[name]
-    metrics = [load_metric(m, runtime.config.evaluation) for m in runtime.config.evaluation.metrics]
+    task = examples[0].task if examples else "review"
+    names = RATING_METRICS if task == "rating" else runtime.config.evaluation.metrics
+    metrics = [load_metric(m, runtime.config.evaluation) for m in names]
     results: dict[str, Evaluation] = {}
     for value in ablation.values:
         config = copy.deepcopy(runtime.config)

@@ -16,6 +16,7 @@ from copersona.backends.llm import LLM
 from copersona.data.records import Example
 from copersona.eval.judge import CRITERIA, judge_reviews
 from copersona.eval.metrics import Metric, load_metric
+from copersona.eval.rating_metrics import RATING_METRICS
 from copersona.eval.stats import Comparison, Estimate, bootstrap, paired_difference, resample_indices
 from copersona.inference import Prediction, Runtime
 from copersona.methods import METHODS, example_key
@@ -24,6 +25,8 @@ from copersona.model.trained import ModelSummary
 from copersona.store.sqlite import Store
 
 PRIMARY_METRIC = "rouge1"
+#: Each task's primary metric (the best baseline is chosen on it) and its metrics.
+PRIMARY_METRICS = {"review": "rouge1", "rating": "mae"}
 
 
 class MixedGeneratorsError(ValueError):
@@ -53,6 +56,20 @@ class Evaluation:
     models: dict[str, ModelSummary] = field(default_factory=dict)  # method -> its trained model's summary
     families: dict[str, str | None] = field(default_factory=dict)  # method -> generator_family (None: no LLM)
     mixed: bool = False  # methods ran on different generator families (allowed with allow_mixed)
+    task: str = "review"
+
+    def better(self, metric: str, a: float, b: float) -> bool:
+        """Whether score ``a`` beats ``b`` on ``metric`` (errors are better lower)."""
+        return a < b if self.metric_configs[metric].get("higher_is_better") is False else a > b
+
+    def best(self, metric: str, names: list[str]) -> str:
+        """The method of ``names`` with the best score on ``metric`` (NaN scores never win)."""
+        scored = [n for n in names if self.scores[n][metric].mean == self.scores[n][metric].mean] or names
+        best = scored[0]
+        for name in scored[1:]:
+            if self.better(metric, self.scores[name][metric].mean, self.scores[best][metric].mean):
+                best = name
+        return best
 
     def comparable(self, a: str, b: str) -> bool:
         """Rows ``a`` and ``b`` came from the same generator family (a no-LLM row is comparable with any)."""
@@ -88,7 +105,13 @@ def evaluate(
             "(all base, or all --finetuned), or pass --allow-mixed to compare them anyway, marked in every table"
         )
     config = runtime.config.evaluation
-    metrics = metrics if metrics is not None else [load_metric(m, config) for m in config.metrics]
+    tasks = {e.task for e in examples}
+    if len(tasks) > 1:
+        raise ValueError("an evaluation covers one task; these examples mix " + ", ".join(sorted(tasks)))
+    task = tasks.pop() if tasks else "review"
+    if metrics is None:
+        names = RATING_METRICS if task == "rating" else config.metrics
+        metrics = [load_metric(m, config) for m in names]
     names = [m.name for m in metrics]
     predictions, seconds = {}, {}
     for name in method_names:
@@ -100,21 +123,42 @@ def evaluate(
     scores: dict[str, dict[str, Estimate]] = {}
     with runtime.progress.stage("scoring", total=len(method_names) * len(metrics)) as advance:
         for name in method_names:
-            texts = [p.text for p in predictions[name]]
-            references = [p.reference for p in predictions[name]]
             rows[name], scores[name] = {}, {}
             for metric in metrics:
-                rows[name][metric.name] = metric.statistics(texts, references)
+                rows[name][metric.name] = metric.rows(predictions[name])
                 scores[name][metric.name] = bootstrap(rows[name][metric.name], metric.aggregate, indices)
                 advance(1)
     roles = {name: METHODS[name].role for name in method_names}
-    primary = PRIMARY_METRIC if PRIMARY_METRIC in names else names[0]
+    primary = PRIMARY_METRICS[task] if PRIMARY_METRICS[task] in names else names[0]
     baselines = [n for n in method_names if roles[n] == "baseline"]
-    best = max(baselines, key=lambda n: scores[n][primary].mean) if baselines else None
+    evaluation = Evaluation(
+        split=split,
+        examples=[example_key(e) for e in examples],
+        methods=method_names,
+        roles=roles,
+        predictions=predictions,
+        scores=scores,
+        best_baseline=None,
+        comparisons={},
+        metric_configs={
+            m.name: {"scale": m.scale, "higher_is_better": m.higher_is_better, **m.config()} for m in metrics
+        },
+        config=runtime.config.to_dict(),
+        generator=runtime.generator_id,
+        seconds=seconds,
+        primary_metric=primary,
+        generators={n: runtime.generated_with[n] for n in method_names},
+        models={n: runtime.models[n].summary() for n in method_names if n in runtime.models},
+        families=families,
+        mixed=len(distinct) > 1,
+        task=task,
+    )
+    best = evaluation.best(primary, baselines) if baselines else None
+    evaluation.best_baseline = best
     # Each CoPersona method against every baseline (the best one first) and every reference point.
     others = sorted((n for n in method_names if roles[n] != "ours"), key=lambda n: (n != best, roles[n] != "baseline"))
     by_name = {m.name: m for m in metrics}
-    comparisons = {
+    evaluation.comparisons = {
         name: {
             other: {
                 metric: paired_difference(rows[name][metric], rows[other][metric], by_name[metric].aggregate, indices)
@@ -125,25 +169,6 @@ def evaluate(
         for name in method_names
         if roles[name] == "ours"
     }
-    evaluation = Evaluation(
-        split=split,
-        examples=[example_key(e) for e in examples],
-        methods=method_names,
-        roles=roles,
-        predictions=predictions,
-        scores=scores,
-        best_baseline=best,
-        comparisons=comparisons,
-        metric_configs={m.name: {"scale": m.scale, **m.config()} for m in metrics},
-        config=runtime.config.to_dict(),
-        generator=runtime.generator_id,
-        seconds=seconds,
-        primary_metric=primary,
-        generators={n: runtime.generated_with[n] for n in method_names},
-        models={n: runtime.models[n].summary() for n in method_names if n in runtime.models},
-        families=families,
-        mixed=len(distinct) > 1,
-    )
     if judge is not None:
         _judge(evaluation, judge, examples, runtime)
     return evaluation
@@ -171,11 +196,30 @@ def _mean(rows: np.ndarray) -> float:
     return float(rows[:, 0].mean())
 
 
-def select_examples(store: Store, split: str, limit: int | None) -> list[Example]:
-    """The split's examples of the first ``limit`` users by id (ids are opaque, so this is no bias by activity)."""
+def select_examples(
+    store: Store, split: str, limit: int | None, *, task: str = "review", profile_cap: int | None = None
+) -> list[Example]:
+    """The split's examples of the first ``limit`` users by id (ids are opaque, so this is no bias by activity).
+
+    For the rating task, the examples whose target has a rating. ``profile_cap`` keeps only each
+    profile's most recent reviews (a sparse-history experiment on the same targets).
+    """
     examples = store.examples(split)
     if limit is not None:
         users = sorted({e.user_id for e in examples})[:limit]
         keep = set(users)
         examples = [e for e in examples if e.user_id in keep]
+    if task == "rating":
+        examples = [e.model_copy(update={"task": "rating"}) for e in examples if e.target.rating is not None]
+    if profile_cap is not None:
+        examples = [e.model_copy(update={"profile": e.profile[-profile_cap:]}) for e in examples]
     return examples
+
+
+def fewest_reviews(examples: list[Example], share: float = 0.25) -> list[Example]:
+    """The examples whose profiles are among the shortest: at most the ``share`` quantile of profile
+    lengths (ties at the quantile included)."""
+    if not examples:
+        return []
+    bound = float(np.quantile([len(e.profile) for e in examples], share))
+    return [e for e in examples if len(e.profile) <= bound]

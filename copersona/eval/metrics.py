@@ -16,11 +16,14 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from copersona.config import EvaluationConfig
+
+if TYPE_CHECKING:
+    from copersona.inference import Prediction
 
 
 def _version(package: str) -> str:
@@ -32,10 +35,15 @@ class Metric(ABC):
 
     name: ClassVar[str]
     scale: ClassVar[str] = "0-1"
+    higher_is_better: ClassVar[bool] = True
 
     @abstractmethod
     def statistics(self, predictions: list[str], references: list[str]) -> np.ndarray:
         """An (n, d) array of per-example statistics."""
+
+    def rows(self, predictions: list[Prediction]) -> np.ndarray:
+        """The statistics of a method's predictions: their texts against the references."""
+        return self.statistics([p.text for p in predictions], [p.reference for p in predictions])
 
     def aggregate(self, rows: np.ndarray) -> float:
         """The score of a set of examples (default: the mean per-example score)."""
@@ -169,6 +177,10 @@ METRICS = ("rouge1", "rougeL", "meteor", "bleu", "bertscore")
 
 
 def load_metric(name: str, config: EvaluationConfig | None = None) -> Metric:
+    from copersona.eval.rating_metrics import RATING_METRICS
+
+    if name in RATING_METRICS:
+        return RATING_METRICS[name]()
     config = config or EvaluationConfig()
     if name in ("rouge1", "rougeL"):
         return Rouge(name)
@@ -178,4 +190,4 @@ def load_metric(name: str, config: EvaluationConfig | None = None) -> Metric:
         return Bleu()
     if name == "bertscore":
         return BertScore(config.bertscore_model, config.bertscore_layer)
-    raise ValueError(f"unknown metric {name!r}: use one of {', '.join(METRICS)}")
+    raise ValueError(f"unknown metric {name!r}: use one of {', '.join(METRICS + tuple(RATING_METRICS))}")

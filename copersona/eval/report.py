@@ -11,7 +11,18 @@ from copersona.eval.harness import Evaluation
 from copersona.eval.stats import Estimate
 from copersona.inference import NO_GENERATOR
 
-LABELS = {"rouge1": "R-1", "rougeL": "R-L", "meteor": "MET.", "bleu": "BL.", "bertscore": "BS."}
+LABELS = {
+    "rouge1": "R-1",
+    "rougeL": "R-L",
+    "meteor": "MET.",
+    "bleu": "BL.",
+    "bertscore": "BS.",
+    "mae": "MAE ↓",
+    "rmse": "RMSE ↓",
+    "pearson": "Pearson",
+    "spearman": "Spearman",
+    "accuracy": "Acc.",
+}
 BERTSCORE_NOTE = (
     "BERTScore here uses {model} (layer {layer}); the papers use led-base-16384, so these BERTScore "
     "values are not comparable with the papers' numbers, only with each other."
@@ -30,6 +41,7 @@ def comparison_count(evaluation: Evaluation) -> int:
 
 def results_dict(evaluation: Evaluation) -> dict:
     return {
+        "task": evaluation.task,
         "split": evaluation.split,
         "examples": len(evaluation.examples),
         "generator": evaluation.generator,
@@ -50,6 +62,7 @@ def results_dict(evaluation: Evaluation) -> dict:
                 "notes": dict(Counter(n for p in evaluation.predictions[name] for n in p.notes)),
                 "evidence_dropped": dropped_counts(evaluation, name),
                 "completion_tokens": sum(p.completion_tokens for p in evaluation.predictions[name]),
+                "ratings_read_from": dict(Counter(p.read_from for p in evaluation.predictions[name] if p.read_from)),
             }
             for name in evaluation.methods
         },
@@ -83,12 +96,17 @@ def markdown(evaluation: Evaluation, title: str = "Evaluation") -> str:
     metrics = evaluation.metrics
     scales = {m: evaluation.metric_configs[m]["scale"] for m in metrics}
     generating = [n for n in evaluation.methods if evaluation.roles[n] != "reference"]
-    best = {m: max(generating, key=lambda n: evaluation.scores[n][m].mean) for m in metrics} if generating else {}
+    best = {m: evaluation.best(m, generating) for m in metrics} if generating else {}
     peers = evaluation.config.get("peers", {})
+    task = (
+        "Task: rating prediction (the item only; the rating read from the generator's probabilities). "
+        if evaluation.task == "rating"
+        else ""
+    )
     lines = [
         f"# {title}",
         "",
-        f"{len(evaluation.examples)} examples of the {evaluation.split} split. Cells: mean ± half the 95% "
+        f"{task}{len(evaluation.examples)} examples of the {evaluation.split} split. Cells: mean ± half the 95% "
         "bootstrap interval. Best generating method per column in bold. Reference points use no LLM. "
         f"Other users' evidence: cutoff `{peers.get('cutoff', 'n/a')}`, same item "
         f"{'allowed' if peers.get('same_item') else 'never'}.",
@@ -176,6 +194,9 @@ def markdown(evaluation: Evaluation, title: str = "Evaluation") -> str:
         if dropped:
             extra += "; evidence cutoff: " + "; ".join(f"{a}: {c}" for a, c in sorted(dropped.items()))
         cached = sum(p.cached for p in preds)
+        read = Counter(p.read_from for p in preds if p.read_from)
+        if read:
+            extra += "; ratings read from " + ", ".join(f"{source}: {c}" for source, c in read.most_common())
         lines.append(
             f"- `{name}`: {evaluation.seconds[name]:.1f} s ({cached} of {len(preds)} answers from the store's "
             f"cache), {sum(p.completion_tokens for p in preds)} tokens generated, {cut} truncated components; "

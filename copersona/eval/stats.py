@@ -64,6 +64,9 @@ def resample_indices(n: int, *, resamples: int, seed: int) -> np.ndarray:
 
 def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
     tail = (1 - confidence) / 2
+    values = values[np.isfinite(values)]  # resamples where a correlation is undefined (constant predictions)
+    if not len(values):
+        return float("nan"), float("nan")
     low, high = np.quantile(values, [tail, 1 - tail])
     return float(low), float(high)
 
@@ -93,5 +96,8 @@ def paired_difference(
         return Comparison(Estimate(float("nan"), float("nan"), float("nan"), 0), float("nan"))
     differences = np.array([aggregate(rows_a[s]) - aggregate(rows_b[s]) for s in indices])
     low, high = _interval(differences, confidence)
+    differences = differences[np.isfinite(differences)]
+    if not len(differences):
+        return Comparison(Estimate(aggregate(rows_a) - aggregate(rows_b), low, high, len(rows_a)), float("nan"))
     p_value = min(1.0, 2 * min(float(np.mean(differences <= 0)), float(np.mean(differences >= 0))))
     return Comparison(Estimate(aggregate(rows_a) - aggregate(rows_b), low, high, len(rows_a)), p_value, len(indices))

@@ -17,11 +17,12 @@ from dataclasses import asdict, dataclass, field
 
 from copersona.backends import LLMSpec
 from copersona.backends.embed import Embedder
-from copersona.backends.llm import LLM, Completion, Request, SoftPrompt, TextSink
+from copersona.backends.llm import LLM, Choice, Completion, Request, SoftPrompt, TextSink
 from copersona.config import HarnessConfig
 from copersona.data.records import Example
 from copersona.inference.loading import cached_llm, finetuned_backend, generator_spec, registered_models, store_embedder
 from copersona.methods import METHODS, Method, MethodInput, Resources, create, example_key, method_class
+from copersona.methods.prompts import RATINGS
 from copersona.model.trained import TrainedModel
 from copersona.progress import Progress
 from copersona.retrieval.budget import Truncation
@@ -37,7 +38,12 @@ NO_GENERATOR = "none (no LLM)"
 
 @dataclass
 class Prediction:
-    """One method's answer for one example, with what shaped it."""
+    """One method's answer for one example, with what shaped it.
+
+    In the rating task ``text`` is the rating answered (the most probable one) and ``reference`` the
+    true one; ``rating`` is the point prediction (the expected rating under ``distribution``, the
+    probabilities of :data:`~copersona.methods.prompts.RATINGS`; a reference method's own estimate).
+    """
 
     method: str
     example: str
@@ -52,6 +58,18 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     truncations: list[Truncation] = field(default_factory=list)
     dropped: list[DroppedText] = field(default_factory=list)  # other users' texts the evidence cutoff kept out
+    rating: float | None = None
+    distribution: list[float] | None = None
+    read_from: str = ""  # rating task: "logprobs", "constrained" or "fallback" (see Choice)
+
+    def record_choice(self, choice: Choice) -> None:
+        """Take a rating answer: the expected rating and the most probable one."""
+        values = [float(r) for r in RATINGS]
+        self.distribution = list(choice.probabilities)
+        self.rating = sum(v * p for v, p in zip(values, choice.probabilities))
+        self.text = RATINGS[max(range(len(values)), key=lambda i: (choice.probabilities[i], -i))]
+        self.read_from = choice.source
+        self.cached = choice.cached
 
     def record(self, completion: Completion) -> None:
         """Take the generated answer and what it cost."""
@@ -222,6 +240,9 @@ class Runtime:
         ``max_tokens`` caps each answer below the method's own length target (a served request's cap).
         """
         method = self.method(name, examples)
+        tasks = {e.task for e in examples}
+        if not tasks <= set(method.tasks):
+            raise ValueError(f"{name!r} answers the {' and '.join(method.tasks)} task, not {', '.join(sorted(tasks))}")
         inputs = [method.inputs(e) for e in examples]
         predictions = [self._prediction(name, e, inp) for e, inp in zip(examples, inputs)]
         if not method.uses_generator:
@@ -234,8 +255,14 @@ class Runtime:
         with self.progress.stage(f"generating: {name}", total=len(requests)) as advance:
             for start in range(0, len(requests), batch_size):
                 batch = slice(start, start + batch_size)
-                for prediction, completion in zip(predictions[batch], llm.generate(requests[batch])):
-                    prediction.record(completion)
+                choices = [r for r in requests[batch] if r.choices]
+                answers = iter(llm.choose(choices) if choices else [])
+                completions = iter(llm.generate([r for r in requests[batch] if not r.choices]))
+                for prediction, request in zip(predictions[batch], requests[batch]):
+                    if request.choices:
+                        prediction.record_choice(next(answers))
+                    else:
+                        prediction.record(next(completions))
                 advance(len(requests[batch]))
         return predictions
 
@@ -266,20 +293,34 @@ class Runtime:
 
     @staticmethod
     def _prediction(name: str, example: Example, inp: MethodInput) -> Prediction:
+        rating = example.target.rating
+        reference = example.target.text
+        if example.task == "rating":
+            reference = f"{rating:g}" if rating is not None else ""
         return Prediction(
             method=name,
             example=example_key(example),
             user_id=example.user_id,
             item_id=example.target.item_id,
-            reference=example.target.text,
+            reference=reference,
             text=inp.prediction or "",
             notes=inp.notes,
             truncations=list(inp.truncations),
             dropped=list(inp.dropped),
+            rating=inp.rating,
         )
 
     def _request(self, name: str, example: Example, inp: MethodInput, max_tokens: int | None) -> Request:
         g = self.config.generation
+        if example.task == "rating":  # scored, not sampled: the probability of each rating
+            return Request.chat(
+                inp.messages,
+                temperature=0.0,
+                max_tokens=inp.max_tokens,
+                seed=g.seed,
+                choices=RATINGS,
+                soft_prompt=self.soft_prompt(name, example.user_id),
+            )
         return Request.chat(
             inp.messages,
             temperature=g.temperature,

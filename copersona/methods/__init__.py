@@ -11,14 +11,17 @@ from copersona.methods.copersona_np import CoPersonaNP
 from copersona.methods.dpl import DPL
 from copersona.methods.nonperso import NonPerso
 from copersona.methods.pag import PAG
+from copersona.methods.persona_db import PersonaDBMethod
 from copersona.methods.rag import RAG
+from copersona.methods.rating_reference import ItemMean, RatingMF, UserMean
 from copersona.methods.reference import CopyPeer, CopySelf
 from copersona.methods.soft_prompted import DEP, CoPersona, CoPersonaP
 
 METHODS: dict[str, type[Method]] = {}
 
-# The no-LLM reference points every report shows beside the methods.
-REFERENCE_METHODS = ("copy-self", "copy-peer")
+# The no-LLM reference points every report of a task shows beside the methods.
+REFERENCE_METHODS = {"review": ("copy-self", "copy-peer"), "rating": ("user-mean", "item-mean", "rating-mf")}
+TASKS = tuple(REFERENCE_METHODS)
 
 
 def register(method: type[Method]) -> type[Method]:
@@ -29,7 +32,22 @@ def register(method: type[Method]) -> type[Method]:
     return method
 
 
-for _method in (NonPerso, RAG, PAG, DPL, DEP, CoPersonaNP, CoPersonaP, CoPersona, CopySelf, CopyPeer):
+for _method in (
+    NonPerso,
+    RAG,
+    PAG,
+    DPL,
+    DEP,
+    CoPersonaNP,
+    CoPersonaP,
+    CoPersona,
+    PersonaDBMethod,
+    CopySelf,
+    CopyPeer,
+    UserMean,
+    ItemMean,
+    RatingMF,
+):
     register(_method)
 
 
@@ -47,6 +65,7 @@ def create(name: str, resources: Resources) -> Method:
 __all__ = [
     "METHODS",
     "REFERENCE_METHODS",
+    "TASKS",
     "Method",
     "MethodInput",
     "Resources",

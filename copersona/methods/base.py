@@ -59,6 +59,7 @@ class MethodInput:
     messages: list[Message]
     max_tokens: int
     prediction: str | None = None  # set by reference methods, which use no generator
+    rating: float | None = None  # a reference method's rating (the rating task), set with ``prediction``
     parts: dict[str, str] = field(default_factory=dict)  # named components, in prompt order
     truncations: list[Truncation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # fallbacks taken (no peers, empty history, ...)
@@ -71,6 +72,7 @@ class MethodInput:
             "messages": self.messages,
             "max_tokens": self.max_tokens,
             "prediction": self.prediction,
+            "rating": self.rating,
             "parts": self.parts,
             "truncations": [t.to_dict() for t in self.truncations],
             "notes": self.notes,
@@ -177,6 +179,8 @@ class Method(ABC):
     # Puts other users' reviews themselves into its input (copy-peer, DPL's representatives):
     # refused where [harness.peers] quotes = "none".
     shows_peer_words: ClassVar[bool] = False
+    # The tasks it answers: "review" (write the target's review) and/or "rating" (predict its stars).
+    tasks: ClassVar[tuple[str, ...]] = ("review",)
 
     def __init__(self, resources: Resources):
         self.resources = resources

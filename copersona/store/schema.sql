@@ -1,4 +1,4 @@
--- CoPersona store, schema version 3 (2 added soft_prompts and trained_models; 3 the evidence sources of facet states). One file holds every stage's records.
+-- CoPersona store, schema version 4 (2 added soft_prompts and trained_models; 3 the evidence sources of facet states; 4 persona_db_units). One file holds every stage's records.
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL                 -- JSON
@@ -86,4 +86,13 @@ CREATE TABLE IF NOT EXISTS trained_models (
     model_key TEXT NOT NULL,
     path      TEXT NOT NULL,            -- the training folder (model.json, adapter/)
     created   REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS persona_db_units (
+    user_id  TEXT NOT NULL,
+    profile  TEXT NOT NULL,             -- digest of the refiner and the profile reviews the units rest on
+    level    TEXT NOT NULL CHECK (level IN ('cache', 'induced', 'distilled')),
+    position INTEGER NOT NULL,
+    unit     TEXT NOT NULL,             -- JSON PersonaUnit: text, sources, how it was made
+    vector   BLOB NOT NULL,             -- float32, L2-normalized embedding of the unit's text
+    PRIMARY KEY (user_id, profile, level, position)
 );

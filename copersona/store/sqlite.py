@@ -23,9 +23,10 @@ from copersona.data.records import Example, Interaction, User
 from copersona.data.split import examples_for_user, heldout_ranks, split_of_rank
 from copersona.facets.records import ClusterEvidence, Facet, FacetSchema, FacetSummary, ReviewRef, source_of
 from copersona.graph.records import Edge, Neighbour, rank_neighbours
+from copersona.personadb.records import Persona, PersonaUnit
 from copersona.store.records import RunRecord
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _INTERACTION_COLUMNS = (
     "user_id",
@@ -80,6 +81,7 @@ class Store:
         folder, or a missing path where ``create`` is off is refused before anything is written.
         """
         self.path = Path(path)
+        self.read_only = read_only
         if self.path.is_dir():
             raise StoreError(f"{self.path}: a folder, not a store file")
         if not self.path.exists():
@@ -328,6 +330,17 @@ class Store:
             f"SELECT {', '.join(_INTERACTION_COLUMNS)} FROM interactions WHERE item_id = ? LIMIT 1", (item_id,)
         ).fetchone()
         return self._rows_to_interactions([row])[0] if row else None
+
+    def training_ratings(self) -> list[tuple[str, str, int, float]]:
+        """(user, item, timestamp, rating) of every rated interaction that is no validation or test
+        target (profiles and the training targets), oldest first: what rating models may fit."""
+        return [
+            (u, i, int(t), float(r))
+            for u, i, t, r in self._db.execute(
+                "SELECT user_id, item_id, timestamp, rating FROM interactions "
+                "WHERE rating IS NOT NULL AND (heldout_rank IS NULL OR heldout_rank >= 2) ORDER BY timestamp, user_id"
+            )
+        ]
 
     def rating_range(self) -> tuple[float, float] | None:
         """The lowest and highest rating of the stored reviews (None: no review has one)."""
@@ -600,6 +613,58 @@ class Store:
         """Method -> training folder of the registered models."""
         return dict(self._db.execute("SELECT method, path FROM trained_models ORDER BY method").fetchall())
 
+    # -- Persona-DB ------------------------------------------------------------------------
+    def persona_digests(self) -> set[tuple[str, str]]:
+        """(user, profile digest) of every stored Persona-DB persona."""
+        return set(self._db.execute("SELECT DISTINCT user_id, profile FROM persona_db_units").fetchall())
+
+    def write_personas(self, personas: list[tuple[Persona, np.ndarray]]) -> None:
+        """Store refined personas (units with their embeddings), replacing any of the same user and digest."""
+        with self.transaction():
+            for persona, vectors in personas:
+                self._db.execute(
+                    "DELETE FROM persona_db_units WHERE user_id = ? AND profile = ?", (persona.user_id, persona.profile)
+                )
+                positions: dict[str, int] = defaultdict(int)
+                rows = []
+                for unit, vector in zip(persona.units, vectors):
+                    rows.append(
+                        (
+                            persona.user_id,
+                            persona.profile,
+                            unit.level,
+                            positions[unit.level],
+                            unit.model_dump_json(),
+                            _blob(vector),
+                        )
+                    )
+                    positions[unit.level] += 1
+                self._db.executemany(
+                    "INSERT INTO persona_db_units(user_id, profile, level, position, unit, vector) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+
+    def persona(self, user_id: str, profile: str) -> tuple[Persona, np.ndarray] | None:
+        """One stored persona, units most abstract first, with their embeddings; None if absent."""
+        rows = self._db.execute(
+            "SELECT unit, vector FROM persona_db_units WHERE user_id = ? AND profile = ? ORDER BY "
+            "CASE level WHEN 'cache' THEN 0 WHEN 'induced' THEN 1 ELSE 2 END, position",
+            (user_id, profile),
+        ).fetchall()
+        if not rows:
+            return None
+        units = [PersonaUnit.model_validate_json(unit) for unit, _ in rows]
+        return Persona(user_id=user_id, profile=profile, units=units), _matrix([vector for _, vector in rows])
+
+    def personas_of(self, user_id: str) -> list[Persona]:
+        """Every stored persona of a user (one per profile refined), for inspection."""
+        digests = [
+            d
+            for (d,) in self._db.execute("SELECT DISTINCT profile FROM persona_db_units WHERE user_id = ?", (user_id,))
+        ]
+        return [found[0] for d in digests if (found := self.persona(user_id, d)) is not None]
+
     # -- erasure ---------------------------------------------------------------------------
     def delete_user_rows(self, user_id: str, holds_their_words: Callable[[str], bool]) -> dict[str, int]:
         """Remove every row of ``user_id`` and every cached text ``holds_their_words``; counts by table.
@@ -616,6 +681,7 @@ class Store:
             ("profile_vectors", "user_id = ?"),
             ("facet_states", "user_id = ?"),
             ("soft_prompts", "user_id = ?"),
+            ("persona_db_units", "user_id = ?"),
             ("edges", "source = ?1 OR target = ?1"),
         ):
             removed[table] = self._db.execute(f"DELETE FROM {table} WHERE {where}", (user_id,)).rowcount
@@ -641,9 +707,9 @@ class Store:
         return removed
 
     def forget_personas(self, user_ids: Iterable[str]) -> None:
-        """Drop these users' profile vectors and facet states (to be computed again)."""
+        """Drop these users' profile vectors, facet states and Persona-DB personas (to be computed again)."""
         with self.transaction():
-            for table in ("profile_vectors", "facet_states"):
+            for table in ("profile_vectors", "facet_states", "persona_db_units"):
                 self._db.executemany(f"DELETE FROM {table} WHERE user_id = ?", [(u,) for u in user_ids])
 
     def drop_soft_prompts(self, user_ids: Iterable[str]) -> int:

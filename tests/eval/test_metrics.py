@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import rankdata
 
 from copersona.eval.metrics import METRICS, load_metric
 
@@ -62,3 +63,46 @@ def test_every_metric_scores_an_empty_prediction_without_failing(name):
 def test_unknown_metric_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown metric"):
         load_metric("cider")
+
+
+# -- the rating task ------------------------------------------------------------------------------
+def _rating_predictions(expected, answered, truths):
+    from copersona.inference import Prediction
+
+    return [
+        Prediction("m", str(n), "u", "i", f"{truth:g}", f"{answer:g}", rating=float(value))
+        for n, (value, answer, truth) in enumerate(zip(expected, answered, truths))
+    ]
+
+
+RATING_CASES = [
+    # name, reference implementation on (expected ratings, truths)
+    ("mae", lambda a, b: np.abs(a - b).mean()),
+    ("rmse", lambda a, b: np.sqrt(((a - b) ** 2).mean())),
+    ("pearson", lambda a, b: np.corrcoef(a, b)[0, 1]),
+    # Spearman: Pearson's r of the average ranks (ties share their mean rank).
+    ("spearman", lambda a, b: np.corrcoef(rankdata(a), rankdata(b))[0, 1]),
+]
+
+
+@pytest.mark.parametrize(("name", "reference"), RATING_CASES)
+def test_rating_metrics_match_their_definitions_on_whole_sets_and_resamples(name, reference):
+    rng = np.random.default_rng(3)
+    truths = rng.integers(1, 6, size=40).astype(float)
+    expected = np.clip(truths + rng.normal(0, 0.8, size=40), 1, 5)
+    metric = load_metric(name)
+    rows = metric.rows(_rating_predictions(expected, np.round(expected), truths))
+    assert metric.aggregate(rows) == pytest.approx(reference(expected, truths))
+    sample = rng.integers(0, 40, size=40)
+    assert metric.aggregate(rows[sample]) == pytest.approx(reference(expected[sample], truths[sample]))
+
+
+def test_accuracy_reads_the_answered_rating_and_correlations_of_constant_predictions_are_undefined():
+    truths = [5.0, 4.0, 1.0, 4.0]
+    predictions = _rating_predictions([4.6, 4.4, 2.0, 4.0], [5, 5, 1, 4], truths)
+    accuracy = load_metric("accuracy")
+    assert accuracy.aggregate(accuracy.rows(predictions)) == pytest.approx(0.75)
+    pearson = load_metric("pearson")
+    constant = _rating_predictions([3.0] * 4, [3] * 4, truths)
+    assert np.isnan(pearson.aggregate(pearson.rows(constant)))
+    assert not load_metric("mae").higher_is_better and accuracy.higher_is_better

@@ -27,6 +27,7 @@ CASES = [
     Case("pag", True, ("What this customer's past reviews say",)),
     Case("dpl", True, ("Writing style:", "Emotional style:", "Semantic style:")),
     Case("copersona-np", True, ("confidence",)),
+    Case("persona-db", True, ("persona database",)),
 ]
 
 
@@ -55,7 +56,7 @@ def test_method_input_on_real_examples(case, runtime, examples):
         assert example.target.item_title[:40] in final and f"{example.target.rating:g}/5" in final
         assert example.target.text not in _all_text(inp)  # the answer never leaks into the input
         assert inp.prediction is None and 32 <= inp.max_tokens <= 256
-        if inp.parts.get("peers") == "":  # every peer text was cut off (written on or after the target)
+        if inp.parts.get("peers") == "" or inp.parts.get("persona database") == "":  # all cut off, or no persona
             assert any(note.startswith("no peers") for note in inp.notes)
         else:
             assert all(marker in inp.messages[0]["content"] for marker in case.system_markers)

@@ -157,6 +157,26 @@ def test_peer_context_never_carries_later_or_same_item_reviews(store, runtime, e
     assert with_drops > 0, "the real build should hold targets whose peers wrote later reviews"
 
 
+def test_persona_db_collaborators_bring_only_units_of_earlier_reviews_of_other_items(store, runtime, examples):
+    """Collaborators' traits and facts rest on reviews; none resting on a later or same-item review is shown.
+
+    Profiles capped at one review: then the user's own persona leaves room that collaborators fill.
+    """
+    left_out = 0
+    method = runtime.method("persona-db", examples)
+    k = runtime.config.methods.persona_db_neighbor_topk
+    for example in (e.model_copy(update={"profile": e.profile[-1:]}) for e in examples):
+        inp = runtime.inputs("persona-db", example)
+        persona, vectors = method.database.persona(example.user_id, method.own_reviews(example))
+        collaborators = set(method.database.collaborators(example.user_id, persona, vectors, k))
+        shown = inp.parts["persona database"]
+        for sentence in _forbidden_sentences(store, collaborators, example.target):
+            assert sentence not in shown, (example.user_id, sentence)
+        assert all(d.peer != example.user_id and d.reason in (LATER, SAME_ITEM) for d in inp.dropped)
+        left_out += len(inp.dropped)
+    assert left_out > 0, "the real build should hold collaborators with later reviews"
+
+
 def test_copy_peer_copies_only_earlier_reviews_of_other_items(store, runtime, examples):
     later = 0
     for example in examples:
