@@ -137,7 +137,10 @@ def build(
 @app.command()
 def inspect(
     store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
-    user: Annotated[Optional[str], typer.Option(help="Show this user's facets, quotes, labels and neighbours.")] = None,
+    user: Annotated[
+        Optional[str],
+        typer.Option(help="Show this user's facets, quotes, labels, neighbours and Persona-DB levels."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")] = False,
 ) -> None:
     """Summarize a store, or show one user's persona."""
@@ -230,6 +233,10 @@ def _print_user(data: dict) -> None:
     out.rule("peers by combined similarity")
     for n in data["combined_neighbours"]:
         out.print(f"  {n['user_id']}: {n['combined']:.3f} over {len(n['facets'])} facet(s)")
+    for persona in data["persona_db"]:
+        out.rule(f"Persona-DB (profile {persona['profile']})")
+        for unit in persona["units"]:
+            out.print(Text.assemble((f"  [{unit['level']}] ", "bold"), unit["text"], (f"  ({unit['made_by']})", "dim")))
 
 
 @app.command(name="check-graph")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, Field
 
 from copersona.backends.llm import LLM
-from copersona.methods.sanitize import sanitize
+from copersona.data.sanitize import sanitize
 
 CRITERIA = ("authenticity", "practical_details", "human_likeness")
 

@@ -20,8 +20,8 @@ from copersona.backends.embed import Embedder
 from copersona.backends.llm import LLM
 from copersona.config import HarnessConfig
 from copersona.data.records import Example, Interaction
+from copersona.data.sanitize import SpecialTokens
 from copersona.facets.profile import word_count
-from copersona.methods.sanitize import SpecialTokens
 from copersona.retrieval import (
     DroppedText,
     EvidenceCutoff,

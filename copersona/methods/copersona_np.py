@@ -8,8 +8,8 @@ confidence, strongest first. Peers are named by alias: their ids mean nothing to
 from __future__ import annotations
 
 from copersona.data.records import Example
+from copersona.data.sanitize import sanitize
 from copersona.methods.prompts import Context, PromptMethod, fenced
-from copersona.methods.sanitize import sanitize
 from copersona.retrieval import FacetPeers, TokenBudget
 
 

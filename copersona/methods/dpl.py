@@ -25,8 +25,8 @@ from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from copersona.data.records import Example, Interaction
+from copersona.data.sanitize import sanitize
 from copersona.facets.profile import STYLE_FEATURES, recent, style_features
-from copersona.methods.sanitize import sanitize
 from copersona.methods.writer import ProfileMethod
 from copersona.store.sqlite import StoreError
 

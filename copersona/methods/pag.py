@@ -11,8 +11,8 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from copersona.data.records import Example, Interaction
+from copersona.data.sanitize import sanitize
 from copersona.facets.profile import recent, split_sentences
-from copersona.methods.sanitize import sanitize
 from copersona.methods.writer import ProfileMethod
 
 # Recent reviews a profile is written from (App. C summarizes "up to 6 historical reviews").

@@ -21,9 +21,9 @@ from functools import cached_property
 import numpy as np
 
 from copersona.data.records import Example, Interaction
+from copersona.data.sanitize import sanitize
 from copersona.methods.base import example_key
 from copersona.methods.prompts import Context, PromptMethod, fenced
-from copersona.methods.sanitize import sanitize
 from copersona.personadb.database import PersonaDB
 from copersona.personadb.records import PersonaUnit
 from copersona.personadb.refine import ExtractiveRefiner, LLMRefiner

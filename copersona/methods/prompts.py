@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from copersona.data.records import Example, Interaction
+from copersona.data.sanitize import sanitize
 from copersona.methods.base import Message, Method, MethodInput, example_key
-from copersona.methods.sanitize import sanitize
 from copersona.retrieval import DroppedText, TokenBudget
 
 SYSTEM = (

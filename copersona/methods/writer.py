@@ -14,9 +14,9 @@ from typing import ClassVar
 
 from copersona.backends.llm import Request
 from copersona.data.records import Example
+from copersona.data.sanitize import sanitize
 from copersona.methods.base import Resources, profile_key
 from copersona.methods.prompts import Context, PromptMethod, fenced
-from copersona.methods.sanitize import sanitize
 from copersona.retrieval import TokenBudget
 
 # Profiles are short, factual texts: low temperature, a few sentences.

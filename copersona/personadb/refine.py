@@ -21,10 +21,10 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from copersona.backends.embed import Embedder
 from copersona.backends.llm import LLM
 from copersona.data.records import Interaction
+from copersona.data.sanitize import sanitize
 from copersona.facets.profile import addresses_a_model, split_sentences
 from copersona.facets.records import ReviewRef
 from copersona.facets.summarize import clip_at_word
-from copersona.methods.sanitize import sanitize
 from copersona.personadb.records import PersonaUnit
 
 # Longest verbatim sentence a distilled unit keeps, and item titles inside unit texts.

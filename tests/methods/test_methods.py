@@ -8,10 +8,11 @@ import pytest
 
 from copersona.backends.llm import LLM
 from copersona.config import HarnessConfig
+from copersona.data.sanitize import SpecialTokens, sanitize
+from copersona.facets.profile import split_sentences
 from copersona.inference import Runtime
 from copersona.inspect import user_persona
 from copersona.methods import METHODS, Method, MethodInput, example_key, register
-from copersona.methods.sanitize import SpecialTokens, sanitize
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,21 @@ def test_method_input_on_real_examples(case, runtime, examples):
             assert all(any(s in i.text for i in example.profile) for s in shots)
         else:
             assert shots == [] and not any(i.text[:60] in _all_text(inp) for i in example.profile)
+
+
+RATING_METHODS = [n for n, m in METHODS.items() if "rating" in m.tasks and m.uses_generator and m.soft_prompt is None]
+
+
+@pytest.mark.parametrize("name", RATING_METHODS)
+def test_rating_inputs_ask_for_stars_and_never_show_the_target_rating_title_or_review(name, runtime, examples):
+    for example in examples:
+        inp = runtime.inputs(name, example.model_copy(update={"task": "rating"}))
+        final, text = inp.messages[-1]["content"], _all_text(inp)
+        assert final.endswith("How many stars (1-5) does this customer give this item?")
+        assert example.target.item_title[:40] in final and "Rating:" not in final and "Review title:" not in final
+        assert not any(s in text for s in split_sentences(example.target.text) if len(s) >= 40)
+        shots = [m["content"] for m in inp.messages[1:-1] if m["role"] == "assistant"]
+        assert all(s.split(" ", 1)[0] in {"1", "2", "3", "4", "5"} for s in shots)  # each answer opens with stars
 
 
 def test_copersona_np_groups_peer_packages_by_facet(runtime, store, examples):
