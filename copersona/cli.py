@@ -481,7 +481,7 @@ def evaluate(
     from copersona.eval.harness import select_examples
     from copersona.eval.report import write_evaluation
     from copersona.inference import cached_llm, open_runtime
-    from copersona.methods import REFERENCE_METHODS, TASKS
+    from copersona.methods import REFERENCE_METHODS, TASKS, method_class
     from copersona.model.trained import TrainedModel
     from copersona.store.sqlite import Store
 
@@ -492,6 +492,9 @@ def evaluate(
     harness_config = _harness_config(config, llm, retriever, neighbours, temperature, seed, metrics)
     names = _names(methods or DEFAULT_METHODS[task])
     names += [r for r in REFERENCE_METHODS[task] if r not in names]
+    wrong = [n for n in names if task not in method_class(n).tasks]
+    if wrong:  # refused before any work
+        raise typer.BadParameter(f"{', '.join(wrong)} do not answer the {task} task", param_hint="--methods")
     writable_folder(out)  # checked before the work, not after it
     with Store(store, create=False) as db:
         examples = select_examples(db, split, limit, task=task, profile_cap=profile_cap)
@@ -644,9 +647,10 @@ def list_methods() -> None:
     """The methods of the harness."""
     from copersona.methods import METHODS
 
-    table = Table("method", "role", "uses LLM", "what it gives the generator")
+    table = Table("method", "role", "tasks", "uses LLM", "what it gives the generator")
     for name, method in METHODS.items():
-        table.add_row(name, method.role, "yes" if method.uses_generator else "no", method.description)
+        uses = "yes" if method.uses_generator else "no"
+        table.add_row(name, method.role, ", ".join(method.tasks), uses, method.description)
     _out().print(table)
 
 

@@ -41,30 +41,45 @@ class PersonaDB:
         return hashlib.sha256(json.dumps([self.refiner.identity, refs]).encode()).hexdigest()[:24]
 
     def ensure(self, profiles: dict[str, list[Interaction]]) -> dict[str, int]:
-        """Refine every non-empty profile not in the store yet; returns this call's counts."""
+        """Refine every non-empty profile not in the store yet; returns this call's counts (refined,
+        and the refiner's own: LLM answers and fallbacks), which the store's run log keeps too."""
         stored = self.store.persona_digests() | set(self._loaded)
         todo = {u: p for u, p in profiles.items() if p and (u, self.digest(p)) not in stored}
+        if not todo:
+            return {}
         counts: dict[str, int] = defaultdict(int)
-        users = list(todo)
-        with self.progress.stage("persona-db: refining", total=len(users)) as advance:
-            for start in range(0, len(users), BATCH):
-                batch = {u: todo[u] for u in users[start : start + BATCH]}
-                refined, batch_counts = self.refiner.refine(batch)
-                personas = [
-                    (Persona(user_id=u, profile=self.digest(batch[u]), units=units), vectors)
-                    for u, (units, vectors) in refined.items()
-                ]
-                if self.store.read_only:
-                    self._loaded.update({(p.user_id, p.profile): (p, v) for p, v in personas})
-                else:
-                    self.store.write_personas(personas)
-                counts["refined"] += len(refined)
-                for key, value in batch_counts.items():
-                    counts[key] += value
-                advance(len(batch))
+
+        def refine() -> dict:
+            users = list(todo)
+            with self.progress.stage("persona-db: refining", total=len(users)) as advance:
+                for start in range(0, len(users), BATCH):
+                    batch = {u: todo[u] for u in users[start : start + BATCH]}
+                    refined, batch_counts = self.refiner.refine(batch)
+                    self._keep(
+                        [
+                            (Persona(user_id=u, profile=self.digest(batch[u]), units=units), vectors)
+                            for u, (units, vectors) in refined.items()
+                        ]
+                    )
+                    counts["refined"] += len(refined)
+                    for key, value in batch_counts.items():
+                        counts[key] += value
+                    advance(len(batch))
+            return {"refiner": self.refiner.identity, **counts}
+
+        if self.store.read_only:
+            refine()
+        else:
+            self.store.run_stage("persona-db", refine)
         for key, value in counts.items():
             self.counts[key] += value
         return dict(counts)
+
+    def _keep(self, personas: list[tuple[Persona, np.ndarray]]) -> None:
+        if self.store.read_only:
+            self._loaded.update({(p.user_id, p.profile): (p, v) for p, v in personas})
+        else:
+            self.store.write_personas(personas)
 
     def persona(self, user_id: str, reviews: list[Interaction]) -> tuple[Persona, np.ndarray] | None:
         """The stored persona refined from exactly ``reviews`` (refined now if missing), or None for no reviews."""

@@ -66,6 +66,7 @@ def test_personas_are_stored_by_profile_digest_and_refined_once(store, extractiv
     some = dict(list(profiles.items())[:6])
     assert database.ensure(some)["refined"] == 6
     assert database.ensure(some) == {}  # resumed: nothing left to refine
+    assert store.runs("persona-db")[-1].details["refined"] == 6  # the run log keeps the counts
     user, reviews = next(iter(some.items()))
     persona, _ = database.persona(user, reviews)
     assert persona.level("cache") and store.personas_of(user)[0].units == persona.units
