@@ -105,12 +105,12 @@ class PersonaService:
 
     @staticmethod
     def _runnable(runtime: Runtime) -> list[dict]:
-        """The methods this store can answer with: every method that needs no model it lacks.
-        Fixed while serving (methods, trained models and settings are read at open), so requests
-        check against it without a trip to the worker thread."""
+        """The methods this store can answer with: every method that writes (the review task and
+        free requests) and needs no model it lacks. Fixed while serving (methods, trained models and
+        settings are read at open), so requests check against it without a trip to the worker thread."""
         rows = []
         for name, cls in METHODS.items():
-            if runtime.refusal(name) is not None:
+            if "review" not in cls.tasks or runtime.refusal(name) is not None:
                 continue
             model = runtime.models.get(name)
             generator = NO_GENERATOR if not cls.uses_generator else model.key if model else runtime.base_generator
@@ -134,7 +134,10 @@ class PersonaService:
     ) -> Answer:
         """``method``'s answer for ``user_id``: a review of ``item_id``, or the free ``instruction``;
         with ``on_text``, its text is passed there as it is generated."""
-        method_class(method)  # an unknown method is a ValueError naming the known ones
+        if "review" not in method_class(method).tasks:  # an unknown method is a ValueError naming the known ones
+            raise ValueError(
+                f"{method!r} predicts ratings (evaluate --task rating); the service writes with the others"
+            )
         generation = self.config.generation
         runtime = self._runtime(
             generation.temperature if temperature is None else temperature, generation.seed if seed is None else seed
