@@ -27,7 +27,9 @@ def test_build_end_to_end_with_real_models(built_store):
         assert edges["edges"] <= 40 * 5 and edges["users_with_edges"] <= 40
     assert 0.0 <= overview["facet_biased"]["fraction"] <= 1.0
     assert overview["llm_cache"]["calls"] >= 1  # the schema was asked of the real SmolLM2
-    assert [r["status"] for r in overview["runs"]] == ["done"] * 5
+    # The build's five stages; methods that refine offline (persona-db) may have logged runs since.
+    build_runs = [r for r in overview["runs"] if r["stage"] != "persona-db"]
+    assert [r["status"] for r in build_runs] == ["done"] * 5
     assert overview["load"][0]["read"] == 5050
 
 

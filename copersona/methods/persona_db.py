@@ -58,9 +58,9 @@ class PersonaDBMethod(PromptMethod):
         )
         return PersonaDB(self.resources.store, refiner)
 
-    @cached_property
-    def _query_vectors(self) -> dict[str, np.ndarray]:
-        return {}
+    def __init__(self, resources):
+        super().__init__(resources)
+        self._query_vectors: dict[str, np.ndarray] = {}  # by example key, embedded in prepare
 
     def own_reviews(self, example: Example) -> list[Interaction]:
         """The reviews the user's own persona is refined from: their persona profile (the reviews
