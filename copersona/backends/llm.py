@@ -242,17 +242,18 @@ class LLM:
         payload = json.dumps({"model": self.backend.model_id, **request.to_dict()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
+    def _cached(self, requests: list[Request]) -> list[dict | None]:
+        """Each request's cached answer (None where there is none), counting the hits."""
+        hits = [self.cache.cache_get(self.cache_key(r)) if self.cache is not None else None for r in requests]
+        self.stats.cache_hits += sum(hit is not None for hit in hits)
+        return hits
+
     def generate(self, requests: list[Request]) -> list[Completion]:
         """Completions for ``requests``; cached ones are read back, the rest go to the backend in one batch."""
-        results: list[Completion | None] = [None] * len(requests)
-        missing = []
-        for i, request in enumerate(requests):
-            hit = self.cache.cache_get(self.cache_key(request)) if self.cache is not None else None
-            if hit is not None:
-                results[i] = Completion(**hit, cached=True)
-                self.stats.cache_hits += 1
-            else:
-                missing.append(i)
+        results: list[Completion | None] = [
+            None if hit is None else Completion(**hit, cached=True) for hit in self._cached(requests)
+        ]
+        missing = [i for i, result in enumerate(results) if result is None]
         self._check_soft_prompts([requests[i] for i in missing])
         if missing:
             started = time.perf_counter()
@@ -287,15 +288,10 @@ class LLM:
         """
         if any(not r.choices for r in requests):
             raise ValueError("choose() takes choice requests only (Request.choices set)")
-        results: list[Choice | None] = [None] * len(requests)
-        missing = []
-        for i, request in enumerate(requests):
-            hit = self.cache.cache_get(self.cache_key(request)) if self.cache is not None else None
-            if hit is not None:
-                results[i] = Choice.from_text(hit["text"], cached=True)
-                self.stats.cache_hits += 1
-            else:
-                missing.append(i)
+        results: list[Choice | None] = [
+            None if hit is None else Choice.from_text(hit["text"], cached=True) for hit in self._cached(requests)
+        ]
+        missing = [i for i, result in enumerate(results) if result is None]
         if not missing:
             return results  # type: ignore[return-value]
         started = time.perf_counter()

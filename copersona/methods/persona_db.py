@@ -126,7 +126,7 @@ class PersonaDBMethod(PromptMethod):
             for unit, vector in zip(theirs.units, their_vectors):
                 if unit.level == "cache" or (not own_words_allowed and unit.made_by.startswith("extractive")):
                     continue
-                reason = next((r for r in map(cutoff.reason, unit.sources) if r is not None), None)
+                reason = cutoff.reason_for_all(unit.sources)
                 if reason is not None:
                     dropped.append(DroppedText(unit.text, peer, reason, COLLABORATOR_UNIT_DROPPED))
                     continue

@@ -34,7 +34,6 @@ class PersonaDB:
         self.refiner = refiner
         self.progress = progress or Progress()
         self._loaded: dict[tuple[str, str], tuple[Persona, np.ndarray]] = {}  # read, or refined on a read-only store
-        self.counts: dict[str, int] = defaultdict(int)  # refined, fallbacks, ... (the run log's details)
 
     def digest(self, reviews: list[Interaction]) -> str:
         refs = [[r.item_id, r.timestamp] for r in reviews]
@@ -71,8 +70,6 @@ class PersonaDB:
             refine()
         else:
             self.store.run_stage("persona-db", refine)
-        for key, value in counts.items():
-            self.counts[key] += value
         return dict(counts)
 
     def _keep(self, personas: list[tuple[Persona, np.ndarray]]) -> None:

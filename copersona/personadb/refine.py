@@ -9,7 +9,6 @@ a sentence worded as an instruction to a model.
 
 from __future__ import annotations
 
-import json
 import statistics
 from abc import ABC, abstractmethod
 
@@ -238,7 +237,7 @@ def _schema(keys: int) -> dict:
     schema = RefinedByLLM.model_json_schema()
     schema["properties"]["keys"]["maxItems"] = keys
     schema["properties"]["keys"]["items"] = {"type": "string", "maxLength": 30}
-    return json.loads(json.dumps(schema))
+    return schema
 
 
 class LLMRefiner(Refiner):

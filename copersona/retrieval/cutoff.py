@@ -52,6 +52,12 @@ class EvidenceCutoff:
             return LATER
         return None
 
+    def reason_for_all(self, refs: Iterable[ReviewRef | Interaction]) -> str | None:
+        """Why evidence resting on all of ``refs`` may not be used (a later review outweighs a
+        same-item one), or None if every one is allowed."""
+        reasons = {reason for ref in refs if (reason := self.reason(ref)) is not None}
+        return LATER if LATER in reasons else next(iter(reasons), None)
+
     def allows(self, ref: ReviewRef | Interaction) -> bool:
         return self.reason(ref) is None
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from copersona.facets.records import Facet, FacetSummary
 from copersona.graph.records import Neighbour, rank_neighbours
-from copersona.retrieval.cutoff import LATER, DroppedText, EvidenceCutoff
+from copersona.retrieval.cutoff import DroppedText, EvidenceCutoff
 from copersona.store.sqlite import Store, StoreError
 
 SUMMARY_REPLACED = "summary replaced by the peer's earlier quotes"
@@ -116,10 +116,9 @@ class PeerIndex:
             else:
                 dropped.append(DroppedText(quote, peer, reason, QUOTE_DROPPED, state.facet_key))
         summary = state.summary
-        late = [reason for ref in state.summary_sources if (reason := cutoff.reason(ref)) is not None]
-        if late and summary:
+        reason = cutoff.reason_for_all(state.summary_sources)
+        if reason is not None and summary:
             action = SUMMARY_REPLACED if quotes else PEER_SKIPPED
-            reason = LATER if LATER in late else late[0]
             dropped.append(DroppedText(summary, peer, reason, action, state.facet_key))
             summary = ""
         if not summary and not quotes:
