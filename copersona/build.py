@@ -219,6 +219,16 @@ class Build:
             "llm": llm.stats.to_dict(),
         }
 
+    def frozen_summarizer(self) -> Summarizer:
+        """The store's summarizer with its stored calibration: what summarizes a user again (a live
+        update, a profile cut short for evaluation) the way the build summarized everyone."""
+        schema, calibration = self.store.schema(), self.store.get_meta("summary_calibration")
+        if schema is None or calibration is None:
+            raise StoreError(f"{self.store.path}: not fully built; finish `copersona build` first")
+        summarizer = self._summarizer(schema)
+        summarizer.load_calibration(calibration)
+        return summarizer
+
     def _summarizer(self, schema: FacetSchema) -> Summarizer:
         """One summarizer per schema: making one embeds the facets' query texts, which a live update
         (one user at a time) should not pay for again."""

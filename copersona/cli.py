@@ -385,7 +385,8 @@ DEFAULT_METHODS = {
 def _sparse_tables(db, runtime, names, examples, out, name, split, task, limit, allow_mixed) -> list[Path]:
     """The sparse-user tables of ``evaluate --sparse``: the fewest-reviews quarter, and capped profiles."""
     from copersona.eval.harness import evaluate as run_evaluation
-    from copersona.eval.harness import fewest_reviews, select_examples
+    from copersona.eval.harness import fewest_reviews
+    from copersona.eval.history_curve import run_history_caps
     from copersona.eval.report import write_evaluation
 
     written = []
@@ -394,9 +395,10 @@ def _sparse_tables(db, runtime, names, examples, out, name, split, task, limit, 
     evaluation = run_evaluation(runtime, names, sparse, split=split, allow_mixed=allow_mixed)
     title = f"{name}: {split} split, the quarter of examples with the fewest profile reviews (at most {most})"
     written += write_evaluation(evaluation, out / "fewest-reviews", title=title)
-    for cap in (1, 2):
-        capped = select_examples(db, split, limit, task=task, profile_cap=cap)
-        evaluation = run_evaluation(runtime, names, capped, split=split, allow_mixed=allow_mixed)
+    capped = run_history_caps(
+        runtime, names, db, split=split, limit=limit, task=task, caps=[1, 2], allow_mixed=allow_mixed
+    )
+    for cap, evaluation in capped.items():
         written += write_evaluation(
             evaluation, out / f"cap-{cap}", title=f"{name}: {split} split, profiles capped at {cap}"
         )
@@ -421,6 +423,14 @@ def evaluate(
     profile_cap: Annotated[
         Optional[int],
         typer.Option(min=1, help="Keep only each profile's N most recent reviews (sparse-history experiments)."),
+    ] = None,
+    history_cap: Annotated[
+        Optional[str],
+        typer.Option(
+            help="The sparse-history curve: evaluate every method on the same targets with each profile cut to its "
+            "N most recent reviews, for each N of a comma-separated list (e.g. 0,1,2,4,all; 0 is a cold start). "
+            "Writes OUT/cap-N/ per cap and OUT/history-curve.{md,csv,json,png}; answers are cached, so a rerun resumes."
+        ),
     ] = None,
     sparse: Annotated[
         bool,
@@ -495,6 +505,25 @@ def evaluate(
     wrong = [n for n in names if task not in method_class(n).tasks]
     if wrong:  # refused before any work
         raise typer.BadParameter(f"{', '.join(wrong)} do not answer the {task} task", param_hint="--methods")
+    caps = None
+    if history_cap is not None:
+        from copersona.eval.history_curve import parse_caps, refused_under_caps
+
+        if profile_cap is not None or sparse or ablation or judge:
+            raise typer.BadParameter(
+                "a sweep of its own: leave out --profile-cap, --sparse, --ablation and --judge",
+                param_hint="--history-cap",
+            )
+        try:
+            caps = parse_caps(history_cap)
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--history-cap") from None
+        refused = refused_under_caps(names)
+        if refused and any(c is not None for c in caps):
+            raise typer.BadParameter(
+                f"{', '.join(refused)} carry soft prompts computed from whole profiles and cannot serve a cut one",
+                param_hint="--methods",
+            )
     writable_folder(out)  # checked before the work, not after it
     with Store(store, create=False) as db:
         examples = select_examples(db, split, limit, task=task, profile_cap=profile_cap)
@@ -509,6 +538,16 @@ def evaluate(
             root = models_dir or store.with_name(f"{store.stem}-models")
             trained = train_equal_budget(db, names, root, training, harness_config, given=trained, progress=progress)
         runtime = open_runtime(db, harness_config, progress=progress, models=trained)
+        if caps is not None:
+            from copersona.eval.history_curve import run_history_caps, write_history_curve
+
+            results = run_history_caps(
+                runtime, names, db, split=split, limit=limit, task=task, caps=caps, allow_mixed=allow_mixed
+            )
+            written = write_history_curve(results, out, title=f"{store.name}: {split} split, sparse-history curve")
+            console.print((out / "history-curve.md").read_text())
+            console.print("wrote " + ", ".join(str(p) for p in written))
+            return
         check_ablations(ablation or [], runtime)
         judge_llm = None
         if judge:  # one model in memory when the judge is the generator

@@ -199,6 +199,7 @@ class RetrievalConfig:
 
 PEER_CUTOFFS = ("before-target", "none")
 PEER_WORDS = ("verbatim", "none")
+WITHOUT_EDGES = ("item", "none")
 
 
 @dataclass
@@ -226,6 +227,13 @@ class PeersConfig:
         "extractive summaries.",
         choices=PEER_WORDS,
         default="verbatim",
+    )
+    without_edges: str = _help(
+        "A request whose user has no edges (no profile reviews, or too little evidence for any facet): "
+        "'item': its peers are the users whose facet texts are nearest the target item's metadata (with the "
+        "review's title and rating where the task gives them), on every layer; 'none': no peers.",
+        choices=WITHOUT_EDGES,
+        default="item",
     )
 
 

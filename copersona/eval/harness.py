@@ -18,6 +18,7 @@ from copersona.eval.judge import CRITERIA, judge_reviews
 from copersona.eval.metrics import Metric, load_metric
 from copersona.eval.rating_metrics import RATING_METRICS
 from copersona.eval.stats import Comparison, Estimate, bootstrap, paired_difference, resample_indices
+from copersona.facets.profile import recent
 from copersona.inference import Prediction, Runtime
 from copersona.methods import METHODS, example_key
 from copersona.methods.prompts import item_block
@@ -57,6 +58,7 @@ class Evaluation:
     families: dict[str, str | None] = field(default_factory=dict)  # method -> generator_family (None: no LLM)
     mixed: bool = False  # methods ran on different generator families (allowed with allow_mixed)
     task: str = "review"
+    history_cap: int | None = None  # each profile cut to its N most recent reviews (None: whole profiles)
 
     def better(self, metric: str, a: float, b: float) -> bool:
         """Whether score ``a`` beats ``b`` on ``metric`` (errors are better lower)."""
@@ -202,7 +204,7 @@ def select_examples(
     """The split's examples of the first ``limit`` users by id (ids are opaque, so this is no bias by activity).
 
     For the rating task, the examples whose target has a rating. ``profile_cap`` keeps only each
-    profile's most recent reviews (a sparse-history experiment on the same targets).
+    profile's most recent reviews (a sparse-history experiment on the same targets; 0 leaves none).
     """
     examples = store.examples(split)
     if limit is not None:
@@ -212,7 +214,7 @@ def select_examples(
     if task == "rating":
         examples = [e.model_copy(update={"task": "rating"}) for e in examples if e.target.rating is not None]
     if profile_cap is not None:
-        examples = [e.model_copy(update={"profile": e.profile[-profile_cap:]}) for e in examples]
+        examples = [e.model_copy(update={"profile": recent(e.profile, profile_cap)}) for e in examples]
     return examples
 
 

@@ -43,6 +43,7 @@ def results_dict(evaluation: Evaluation) -> dict:
     return {
         "task": evaluation.task,
         "split": evaluation.split,
+        "history_cap": evaluation.history_cap,
         "examples": len(evaluation.examples),
         "generator": evaluation.generator,
         "mixed_generators": evaluation.mixed,

@@ -218,10 +218,17 @@ class Runtime:
             self._model_llm = (model.key, LLM(finetuned_backend(model, self.config), cache=self.store))
         return self._model_llm[1]
 
-    def soft_prompt(self, name: str, user_id: str) -> SoftPrompt | None:
-        """The user's cached soft prompt for a method with a personalizer (computed at training)."""
+    def soft_prompt(self, name: str, example: Example) -> SoftPrompt | None:
+        """The user's cached soft prompt for a method with a personalizer (computed at training from
+        the stored graph, so refused to a request whose persona must be derived from a shorter profile)."""
         if METHODS[name].soft_prompt is None:
             return None
+        user_id = example.user_id
+        if self.method(name).resources.persona(example).derived:
+            raise ValueError(
+                f"{name!r}: user {user_id}'s soft prompt was computed from their whole persona profile, and this "
+                "request's profile lacks some of those reviews (a history cap); evaluate copersona-np instead"
+            )
         model = self.models[name]
         values = self.store.soft_prompt(model.key, user_id)
         if values is None:
@@ -319,7 +326,7 @@ class Runtime:
                 max_tokens=inp.max_tokens,
                 seed=g.seed,
                 choices=RATINGS,
-                soft_prompt=self.soft_prompt(name, example.user_id),
+                soft_prompt=self.soft_prompt(name, example),
             )
         return Request.chat(
             inp.messages,
@@ -327,7 +334,7 @@ class Runtime:
             max_tokens=min(inp.max_tokens, max_tokens) if max_tokens else inp.max_tokens,
             seed=g.seed,
             stop=STOP,
-            soft_prompt=self.soft_prompt(name, example.user_id),
+            soft_prompt=self.soft_prompt(name, example),
         )
 
 

@@ -22,6 +22,7 @@ from copersona.config import HarnessConfig
 from copersona.data.records import Example, Interaction
 from copersona.data.sanitize import SpecialTokens
 from copersona.facets.profile import word_count
+from copersona.graph.personas import Personas, RequestPersona
 from copersona.retrieval import (
     DroppedText,
     EvidenceCutoff,
@@ -41,8 +42,11 @@ TOKEN_COUNT_CACHE = 1 << 18
 
 
 def profile_key(profile: list[Interaction]) -> tuple:
-    """Identifies a profile: a user's history up to some point is fixed by its user and length."""
-    return (profile[0].user_id, len(profile)) if profile else ()
+    """Identifies a profile: a contiguous run of a user's history, fixed by its user, length and ends
+    (a history up to some point, or its most recent reviews under a history cap)."""
+    if not profile:
+        return ()
+    return (profile[0].user_id, len(profile), profile[0].item_id, profile[-1].item_id, profile[-1].timestamp)
 
 
 def example_key(example: Example) -> str:
@@ -135,6 +139,14 @@ class Resources:
     @cached_property
     def peers(self) -> PeerIndex:
         return PeerIndex(self.store, self.config.peers.quotes)
+
+    @cached_property
+    def personas(self) -> Personas:
+        """Each request's place in the graph: the stored persona, or one derived from its profile."""
+        return Personas(self.store, self.config, self.embedder, lambda user: self.peers.neighbours(user, None))
+
+    def persona(self, example: Example) -> RequestPersona:
+        return self.personas.of(example)
 
     @cached_property
     def profiles(self) -> dict[str, list[Interaction]]:

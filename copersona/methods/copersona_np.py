@@ -10,7 +10,7 @@ from __future__ import annotations
 from copersona.data.records import Example
 from copersona.data.sanitize import sanitize
 from copersona.methods.prompts import Context, PromptMethod, fenced
-from copersona.retrieval import FacetPeers, TokenBudget
+from copersona.retrieval import DroppedText, FacetPeers, TokenBudget
 
 
 def linearize_peers(groups: list[FacetPeers], budget: TokenBudget) -> str:
@@ -41,23 +41,31 @@ class CoPersonaNP(PromptMethod):
     description = "CoPersona without the parametric branch: BM25 history + facet-aligned peer exemplars."
     role = "ours"
 
+    def peer_context(self, example: Example) -> tuple[list[FacetPeers], list[DroppedText], list[str]]:
+        """The facet groups of the request's peers (stored, derived or from the target item), what the
+        evidence cutoff kept out, and how the peers were found."""
+        limit = self.config.retrieval.neighbours
+        if limit <= 0:
+            return [], [], []
+        persona = self.resources.persona(example)
+        cutoff = self.resources.cutoff(example)
+        groups, dropped = self.resources.peers.context(example.user_id, limit, cutoff, persona.neighbours)
+        return groups, dropped, persona.notes
+
     def stored_texts(self, example: Example) -> list[str]:
-        limit, cutoff = self.config.retrieval.neighbours, self.resources.cutoff(example)
-        groups, _ = self.resources.peers.context(example.user_id, limit, cutoff)
+        groups, _, _ = self.peer_context(example)
         return [f"{g.facet.name}: {g.facet.definition}" for g in groups] + [
             sanitize(e.package()) for g in groups for e in g.exemplars
         ]
 
     def context(self, example: Example, budget: TokenBudget) -> Context:
         limit = self.config.retrieval.neighbours
-        groups, dropped = [], []
-        if limit > 0:
-            groups, dropped = self.resources.peers.context(example.user_id, limit, self.resources.cutoff(example))
+        groups, dropped, found = self.peer_context(example)
         text = linearize_peers(groups, budget)
         if not text:
             if limit <= 0:
                 note = "peer context disabled (neighbours = 0)"
-            elif self.config.peers.quotes == "none" and self.resources.peers.neighbours(example.user_id, limit):
+            elif self.config.peers.quotes == "none" and self.resources.persona(example).neighbours:
                 note = "no peers: their facet texts are their own words, withheld (peers.quotes = 'none')"
             elif groups:  # the user has peers, but the window left them no room
                 note = "no peers: no room left in the window for peer context"
@@ -65,9 +73,9 @@ class CoPersonaNP(PromptMethod):
                 note = "no peers: every peer text was written on or after the target or is about the target item"
             else:
                 note = "no peers: the user has no edges"
-            return Context(parts={"peers": ""}, notes=[note], dropped=dropped)
+            return Context(parts={"peers": ""}, notes=[*found, note], dropped=dropped)
         title = (
             "How customers who resemble this one write about each facet (confidence: how close the "
             "resemblance is, 0-1):"
         )
-        return Context(fenced(title, text, budget), {"peers": text}, [], dropped)
+        return Context(fenced(title, text, budget), {"peers": text}, found, dropped)

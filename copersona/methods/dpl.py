@@ -72,9 +72,19 @@ class DPL(ProfileMethod):
         return dict(zip(user_ids, vectors))
 
     @cached_property
-    def representatives(self) -> list[str]:
-        """Medoids of KMeans clusters of the profile embeddings, one per cluster."""
-        user_ids = sorted(self.profile_vectors)
+    def _representatives_memo(self) -> dict[str | None, list[str]]:
+        return {}
+
+    def representatives(self, without: str | None = None) -> list[str]:
+        """Medoids of KMeans clusters of the profile embeddings, one per cluster; ``without``: clustered
+        without that user's stored vector (a request whose persona is derived from a shorter profile
+        must not be shaped by the stored one)."""
+        if without not in self._representatives_memo:
+            self._representatives_memo[without] = self._medoids(without)
+        return self._representatives_memo[without]
+
+    def _medoids(self, without: str | None) -> list[str]:
+        user_ids = sorted(u for u in self.profile_vectors if u != without)
         vectors = np.vstack([self.profile_vectors[u] for u in user_ids])
         clusters = min(self.config.methods.dpl_clusters, len(user_ids))
         labels = KMeans(n_clusters=clusters, n_init=4, random_state=0).fit_predict(vectors)
@@ -109,9 +119,11 @@ class DPL(ProfileMethod):
         of theirs the request may see; representatives with none are passed over."""
         cutoff = self.resources.cutoff(example)
         profiles = self.resources.profiles
-        candidates = [r for r in self.representatives if r != example.user_id]
-        vector = self.profile_vectors.get(example.user_id)
-        if vector is not None:  # a user without a stored profile vector: all representatives, in id order
+        persona = self.resources.persona(example)
+        candidates = self.representatives(example.user_id if persona.derived else None)
+        candidates = [r for r in candidates if r != example.user_id]
+        vector = persona.profile_vector
+        if vector is not None:  # a request without a profile vector: all representatives, in id order
             similarity = {r: float(self.profile_vectors[r] @ vector) for r in candidates}
             candidates.sort(key=lambda r: (-similarity[r], r))
         visible = ((r, tuple(cutoff.visible(profiles[r]))) for r in candidates)

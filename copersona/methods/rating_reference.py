@@ -46,11 +46,29 @@ class RatingReference(Method):
         """(user, item, day, rating) of the training ratings, by day."""
         return [(u, i, day(t), r) for u, i, t, r in self.resources.store.training_ratings()]
 
+    def __init__(self, resources):
+        super().__init__(resources)
+        self.withheld: set[tuple[str, str]] = set()  # (user, item) ratings the requests' profiles do not hold
+
+    def prepare(self, examples: list[Example]) -> None:
+        """The training ratings the examples' profiles leave out (a history cap) are left out of every
+        estimate, the global mean included."""
+        shown = {(e.user_id, i.item_id) for e in examples for i in e.profile}
+        users = {e.user_id for e in examples}
+        withheld = {(u, i) for u, i, _, _ in self.ratings if u in users and (u, i) not in shown}
+        if withheld != self.withheld:
+            self.withheld = withheld
+            for derived in ("_running_mean", "_by_item"):  # computed from the visible ratings
+                self.__dict__.pop(derived, None)
+
+    def visible_ratings(self) -> list[tuple[str, str, int, float]]:
+        return [row for row in self.ratings if (row[0], row[1]) not in self.withheld]
+
     @cached_property
     def _running_mean(self) -> tuple[list[int], list[float]]:
         """Days, and the global mean of every rating up to and including each."""
         days, means, total = [], [], 0.0
-        for n, (_, _, d, r) in enumerate(self.ratings, 1):
+        for n, (_, _, d, r) in enumerate(self.visible_ratings(), 1):
             total += r
             days.append(d)
             means.append(total / n)
@@ -102,7 +120,7 @@ class ItemMean(RatingReference):
     @cached_property
     def _by_item(self) -> dict[str, list[tuple[int, str, float]]]:
         found: dict[str, list[tuple[int, str, float]]] = defaultdict(list)
-        for user, item, d, rating in self.ratings:
+        for user, item, d, rating in self.visible_ratings():
             found[item].append((d, user, rating))
         return found
 
@@ -163,13 +181,17 @@ class RatingMF(RatingReference):
 
     def prepare(self, examples: list[Example]) -> None:
         """Cut the examples into blocks by target day (equal counts), one model per block start."""
+        withheld = self.withheld
+        super().prepare(examples)
+        if self.withheld != withheld:
+            self._models = {}
         days = sorted({day(e.target.timestamp) for e in examples})
         blocks = min(self.config.methods.rating_mf_blocks, len(days))
         self._block_starts = sorted({days[(len(days) * b) // blocks] for b in range(blocks)}) if days else []
 
     def _model(self, before_day: int) -> BiasedMF | None:
         if before_day not in self._models:
-            seen = [(u, i, r) for u, i, d, r in self.ratings if d < before_day]
+            seen = [(u, i, r) for u, i, d, r in self.visible_ratings() if d < before_day]
             m = self.config.methods
             self._models[before_day] = (
                 BiasedMF(seen, factors=m.rating_mf_factors, epochs=m.rating_mf_epochs, reg=m.rating_mf_reg)

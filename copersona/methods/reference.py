@@ -62,17 +62,17 @@ class CopyPeer(CopySelf):
     shows_peer_words = True
 
     @cached_property
-    def _profile_space(self) -> tuple[list[str], dict[str, int], np.ndarray]:
-        """User ids, their rows and the whole-profile embeddings (for the fallback peers)."""
-        user_ids, vectors = self.resources.store.profile_vectors()
-        return user_ids, {u: i for i, u in enumerate(user_ids)}, vectors
+    def _profile_space(self) -> tuple[list[str], np.ndarray]:
+        """User ids and their whole-profile embeddings (for the fallback peers)."""
+        return self.resources.store.profile_vectors()
 
-    def _nearest_by_profile(self, user_id: str) -> Iterator[str]:
-        """The other users by whole-profile embedding, nearest first; ranked only when a request needs them."""
-        user_ids, rows, vectors = self._profile_space
-        if user_id not in rows:
+    def _nearest_by_profile(self, user_id: str, vector: np.ndarray | None) -> Iterator[str]:
+        """The other users by whole-profile embedding (``vector``, the request's), nearest first;
+        ranked only when a request needs them."""
+        user_ids, vectors = self._profile_space
+        if vector is None:
             return
-        for j in np.argsort(-(vectors @ vectors[rows[user_id]]), kind="stable"):
+        for j in np.argsort(-(vectors @ vector), kind="stable"):
             if user_ids[j] != user_id:
                 yield user_ids[j]
 
@@ -80,10 +80,12 @@ class CopyPeer(CopySelf):
         """Copy from the nearest graph peer that has a review the request may see, else the nearest
         such user by profile embedding."""
         cutoff = self.resources.cutoff(example)
-        graph = [n.user_id for n in self.resources.peers.neighbours(example.user_id, None)]
-        notes = [] if graph else ["no graph peers: nearest user by profile embedding"]
+        persona = self.resources.persona(example)
+        graph = [n.user_id for n in persona.neighbours]
+        notes = [*persona.notes] + ([] if graph else ["no graph peers: nearest user by profile embedding"])
         dropped: list[DroppedText] = []
-        for position, peer in enumerate(chain(graph, self._nearest_by_profile(example.user_id))):
+        nearest = self._nearest_by_profile(example.user_id, persona.profile_vector)
+        for position, peer in enumerate(chain(graph, nearest)):
             visible = []
             for review in self.resources.profiles.get(peer, []):
                 reason = cutoff.reason(review)

@@ -82,10 +82,13 @@ class PeerIndex:
         """Top peers by combined similarity (the mean of the pair's facet weights over all M); None: all."""
         return self._neighbours.get(user_id, [])[:limit]
 
-    def context(self, user_id: str, limit: int, cutoff: EvidenceCutoff) -> tuple[list[FacetPeers], list[DroppedText]]:
+    def context(
+        self, user_id: str, limit: int, cutoff: EvidenceCutoff, neighbours: list[Neighbour] | None = None
+    ) -> tuple[list[FacetPeers], list[DroppedText]]:
         """Facet-grouped exemplars from the user's top ``limit`` peers, facets in schema order,
-        with what ``cutoff`` kept out."""
-        peers = self.neighbours(user_id, limit)
+        with what ``cutoff`` kept out. ``neighbours``: the request's own peers (a persona derived
+        from its profile, :mod:`copersona.graph.personas`) instead of the stored graph's."""
+        peers = self.neighbours(user_id, limit) if neighbours is None else neighbours[:limit]
         groups, dropped = [], []
         for key, facet in self.facets.items():
             exemplars = []

@@ -1,0 +1,199 @@
+"""A request's place in the persona graph: the stored persona, or one derived from the request's profile.
+
+The stored persona of a user (facet states, edges, profile vector) rests on their whole persona
+profile. A request whose profile lacks some of those reviews (a profile cut to its N most recent
+reviews in a sparse-history evaluation) must not see what the missing reviews shaped, so its
+persona is derived again from the profile it holds: facet states with the store's frozen summarizer
+and calibration, their embeddings, and each facet layer's top-K searched among everyone else's
+stored vectors with the build's gate, threshold and K (:func:`top_k_neighbours`, so a derived row
+is the row a build on that profile would give). The store is only read.
+
+A request with no edges (an empty profile, a cold start; or too little evidence for any facet)
+finds peers from what the request itself holds, with ``peers.without_edges = "item"``: the target
+item's metadata, plus the review's title and rating where the task gives them, embedded and
+searched against every facet layer. The item is not a persona, so it carries no reliability gate
+(omega = 1 on its side); the peers' own gates apply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from copersona.backends.embed import Embedder
+from copersona.build import Backends, Build
+from copersona.config import GraphConfig, HarnessConfig
+from copersona.data.records import Example, Interaction
+from copersona.facets.profile import profile_text
+from copersona.facets.records import FacetSummary
+from copersona.graph.knn import top_k_neighbours
+from copersona.graph.multiplex import reliability_gates
+from copersona.graph.records import Neighbour, rank_neighbours
+from copersona.store.sqlite import Store
+
+STORED = "stored persona"
+DERIVED = "derived from the request's {n} profile reviews"
+COLD_START = "no profile reviews"
+ITEM_PEERS = "peers found from the target item ({why})"
+NO_PEERS = "no edges, and peers.without_edges = 'none'"
+# Characters of the item description that go into a cold-start query (the embedder reads ~256 tokens).
+QUERY_DESCRIPTION_CHARS = 600
+
+
+@dataclass(frozen=True)
+class RequestPersona:
+    """What a request knows of its user in the graph, and where it came from."""
+
+    neighbours: list[Neighbour]
+    profile_vector: np.ndarray | None  # the whole-profile embedding (the item query's for a cold start)
+    derived: bool  # False: the stored persona
+    origin: str  # one line for notes and ``--explain``
+    states: list[FacetSummary] = field(default_factory=list)  # a derived persona's facet states
+
+    @property
+    def notes(self) -> list[str]:
+        return [] if self.origin == STORED else [self.origin]
+
+
+def _review_ids(reviews: list[Interaction]) -> frozenset[tuple[str, int]]:
+    return frozenset((r.item_id, r.timestamp) for r in reviews)
+
+
+def item_query(example: Example) -> str:
+    """What a request says about its target without the answer: the item's metadata, and the
+    review's title and rating where the task gives them (the review task), never the review text."""
+    target = example.request_target()
+    parts = [target.item_title, target.item_category, target.item_description[:QUERY_DESCRIPTION_CHARS]]
+    if target.review_title:
+        parts.append(target.review_title)
+    if target.rating is not None:
+        parts.append(f"rated {target.rating:g}/5")
+    return "\n".join(p for p in parts if p)
+
+
+class Personas:
+    """Resolves each request's persona (see the module docstring); derived ones are memoized."""
+
+    def __init__(self, store: Store, config: HarnessConfig, embedder: Embedder, stored_neighbours):
+        self.store = store
+        self.config = config
+        self.embedder = embedder
+        self._stored_neighbours = stored_neighbours  # (user_id) -> list[Neighbour], the stored graph's
+        self._memo: dict[tuple, RequestPersona] = {}
+        self._build: Build | None = None
+        self._layers: dict[str, tuple[list[str], np.ndarray, np.ndarray]] | None = None
+        self._profiles: dict[str, list[Interaction]] | None = None
+        self._vectors: dict[str, np.ndarray] | None = None
+
+    # -- what is read from the store once ----------------------------------------------------
+    @property
+    def build(self) -> Build:
+        if self._build is None:
+            build = Build.of(self.store)
+            self._build = Build(
+                self.store,
+                build.config,
+                Backends(embedder_factory=lambda: self.embedder, llm_factory=build.backends.llm_factory),
+            )
+        return self._build
+
+    @property
+    def graph_config(self) -> GraphConfig:
+        return self.build.config.graph
+
+    def _stored_profiles(self) -> dict[str, list[Interaction]]:
+        if self._profiles is None:
+            self._profiles = self.store.profiles()
+        return self._profiles
+
+    def _stored_vectors(self) -> dict[str, np.ndarray]:
+        if self._vectors is None:
+            user_ids, vectors = self.store.profile_vectors()
+            self._vectors = dict(zip(user_ids, vectors))
+        return self._vectors
+
+    def _facet_layers(self) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
+        """Per facet: users, unit vectors and gates omega(r_v), as the build searched them."""
+        if self._layers is None:
+            graph = self.graph_config
+            self._layers = {}
+            for facet in self.store.schema().facets:
+                users, vectors, labels = self.store.facet_layer(facet.key, placeholders=graph.placeholder_edges)
+                self._layers[facet.key] = (users, vectors, reliability_gates(labels, graph))
+        return self._layers
+
+    # -- resolution --------------------------------------------------------------------------
+    def of(self, example: Example) -> RequestPersona:
+        """The stored persona when the request's profile holds every review it rests on, else a
+        derived one; either way, peers from the target item when it has no edges (if allowed)."""
+        stored = self._stored_profiles().get(example.user_id)
+        if stored is not None and _review_ids(stored) <= _review_ids(example.profile):
+            neighbours = self._stored_neighbours(example.user_id)
+            persona = RequestPersona(neighbours, self._stored_vectors().get(example.user_id), False, STORED)
+        else:
+            key = (example.user_id, _review_ids(example.profile))
+            if key not in self._memo:
+                self._memo[key] = self._derive(example.user_id, example.profile)
+            persona = self._memo[key]
+        if persona.neighbours or self.config.peers.without_edges == "none":
+            return persona
+        why = {STORED: "the stored persona has no edges", COLD_START: COLD_START}.get(
+            persona.origin, f"{persona.origin}: no edges"
+        )
+        key = ("item", example.target.item_id, item_query(example))
+        if key not in self._memo:
+            self._memo[key] = self._item_peers(example)
+        found = self._memo[key]
+        vector = persona.profile_vector if persona.profile_vector is not None else found.profile_vector
+        return RequestPersona(found.neighbours, vector, persona.derived, ITEM_PEERS.format(why=why), persona.states)
+
+    def _derive(self, user_id: str, profile: list[Interaction]) -> RequestPersona:
+        if not profile:
+            return RequestPersona([], None, True, COLD_START)
+        build = self.build
+        states = build.frozen_summarizer().summarize({user_id: profile})
+        placeholder = build.config.summary.placeholder
+        texts = [s.facet_text(placeholder) for s in states]
+        facets = build.config.facets
+        vectors = self.embedder.encode(
+            [*texts, profile_text(profile, facets.profile_reviews, facets.profile_max_chars)]
+        )
+        weights: dict[str, dict[str, float]] = {}
+        for state, text, vector in zip(states, texts, vectors):
+            if text == placeholder and not self.graph_config.placeholder_edges:
+                continue  # as in the build: a placeholder is no evidence to link on
+            gate = float(reliability_gates([state.reliability], self.graph_config)[0])
+            self._search(user_id, state.facet_key, vector, gate, weights)
+        neighbours = rank_neighbours(weights, len(self._facet_layers()))
+        return RequestPersona(neighbours, vectors[-1], True, DERIVED.format(n=len(profile)), states)
+
+    def _item_peers(self, example: Example) -> RequestPersona:
+        vector = self.embedder.encode([item_query(example)])[0]
+        weights: dict[str, dict[str, float]] = {}
+        for facet_key in self._facet_layers():
+            self._search(example.user_id, facet_key, vector, 1.0, weights)
+        return RequestPersona(rank_neighbours(weights, len(self._facet_layers())), vector, True, "")
+
+    def _search(
+        self, user_id: str, facet_key: str, query: np.ndarray, gate: float, weights: dict[str, dict[str, float]]
+    ) -> None:
+        """Add the query's top-K in one layer (never the user's own stored row) to ``weights``."""
+        users, vectors, gates = self._facet_layers()[facet_key]
+        keep = np.array([u != user_id for u in users], dtype=bool)
+        others = [u for u, k in zip(users, keep) if k]
+        if not others:
+            return
+        graph = self.graph_config
+        found = top_k_neighbours(
+            np.vstack([vectors[keep], query[None, :]]),
+            graph.top_k,
+            graph.min_similarity,
+            np.append(gates[keep], np.float32(gate)),
+            rows=np.array([len(others)]),
+            exact_max=graph.exact_max_users,
+            candidate_factor=graph.candidate_factor,
+        )
+        for index, weight in zip(found.indices[0].tolist(), found.weight[0].tolist()):
+            if index >= 0:
+                weights.setdefault(others[index], {})[facet_key] = weight
