@@ -318,6 +318,20 @@ class MethodsConfig:
         ge=0,
         default=2,
     )
+    cfrag_users: int = _help("CFRAG: similar users retrieved by the trained user embedding.", ge=0, default=4)
+    cfrag_documents: int = _help(
+        "CFRAG: reviews placed from the similar users, after BM25 retrieval and preference re-ranking.", ge=0, default=3
+    )
+    cfrag_preference: float = _help(
+        "CFRAG: weight of the user's preference (cosine of a review to the user's embedded reviews) against "
+        "query relevance (BM25, scaled to the best) when re-ranking peers' reviews.",
+        ge=0,
+        le=1,
+        default=0.5,
+    )
+    cfrag_dim: int = _help("CFRAG: the user encoder's output dimension.", ge=8, default=128)
+    cfrag_epochs: int = _help("CFRAG: contrastive training epochs of the user encoder.", ge=1, default=60)
+    cfrag_temperature: float = _help("CFRAG: InfoNCE temperature.", ge=0.01, default=0.1)
     rating_mf_factors: int = _help("rating-mf: latent factors of the biased matrix factorization.", ge=1, default=16)
     rating_mf_epochs: int = _help("rating-mf: full-batch Adam steps.", ge=1, default=300)
     rating_mf_reg: float = _help("rating-mf: L2 weight on factors and biases.", ge=0, default=0.05)

@@ -7,6 +7,7 @@ CLI and the reports pick it up by its ``name`` without changes.
 from __future__ import annotations
 
 from copersona.methods.base import Method, MethodInput, Resources, example_key
+from copersona.methods.cfrag import CFRAG
 from copersona.methods.copersona_np import CoPersonaNP
 from copersona.methods.dpl import DPL
 from copersona.methods.nonperso import NonPerso
@@ -42,6 +43,7 @@ for _method in (
     CoPersonaP,
     CoPersona,
     PersonaDBMethod,
+    CFRAG,
     CopySelf,
     CopyPeer,
     UserMean,

@@ -94,7 +94,7 @@ class BM25Retriever(HistoryRetriever):
 
     def _index(self, profile: list[Interaction]) -> bm25s.BM25:
         # Every item: a cutoff may leave out a review in the middle of a history (the target item's).
-        key = (profile[0].user_id, *(i.item_id for i in profile))
+        key = tuple((i.user_id, i.item_id) for i in profile)  # pooled reviews of several users too
         index = self._indexes.get(key)
         if index is None:
             index = bm25s.BM25()

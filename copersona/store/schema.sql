@@ -96,3 +96,10 @@ CREATE TABLE IF NOT EXISTS persona_db_units (
     vector   BLOB NOT NULL,             -- float32, L2-normalized embedding of the unit's text
     PRIMARY KEY (user_id, profile, level, position)
 );
+CREATE TABLE IF NOT EXISTS method_models (
+    method  TEXT NOT NULL,              -- the harness method whose offline preparation trained it
+    key     TEXT NOT NULL,              -- digest of its settings and the training data it saw
+    payload BLOB NOT NULL,              -- the method's own serialization (torch state dict)
+    created REAL NOT NULL,
+    PRIMARY KEY (method, key)
+);

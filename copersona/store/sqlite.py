@@ -26,7 +26,7 @@ from copersona.graph.records import Edge, Neighbour, rank_neighbours
 from copersona.personadb.records import Persona, PersonaUnit
 from copersona.store.records import RunRecord
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _INTERACTION_COLUMNS = (
     "user_id",
@@ -704,7 +704,23 @@ class Store:
                     (evidence.model_dump_json(), cluster.cluster_id),
                 )
         removed["cluster_evidence"] = changed
+        # Models a method trained on every user's reviews (CFRAG's encoder) were trained on theirs too.
+        removed["method_models"] = self._db.execute("DELETE FROM method_models").rowcount
         return removed
+
+    def method_model(self, method: str, key: str) -> bytes | None:
+        """A model a method's offline preparation trained and stored under ``key``, if any."""
+        row = self._db.execute(
+            "SELECT payload FROM method_models WHERE method = ? AND key = ?", (method, key)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def write_method_model(self, method: str, key: str, payload: bytes) -> None:
+        with self.transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO method_models(method, key, payload, created) VALUES (?, ?, ?, ?)",
+                (method, key, payload, time.time()),
+            )
 
     def forget_personas(self, user_ids: Iterable[str]) -> None:
         """Drop these users' profile vectors, facet states and Persona-DB personas (to be computed again)."""

@@ -29,6 +29,7 @@ CASES = [
     Case("dpl", True, ("Writing style:", "Emotional style:", "Semantic style:")),
     Case("copersona-np", True, ("confidence",)),
     Case("persona-db", True, ("persona database",)),
+    Case("cfrag", True, ("Reviews by customers with similar tastes",)),
 ]
 
 

@@ -207,3 +207,15 @@ def test_no_cutoff_lets_later_evidence_back_in(store, runtime_on, examples):
 def test_a_bad_cutoff_setting_names_its_key():
     with pytest.raises(ValueError, match="harness.peers.cutoff"):
         HarnessConfig.from_dict({"peers": {"cutoff": "yesterday"}})
+
+
+def test_cfrag_places_only_earlier_reviews_of_other_users_and_items(runtime, examples):
+    method = runtime.method("cfrag", examples)
+    left_out = 0
+    for example in examples:
+        cutoff = runtime.resources().cutoff(example)
+        documents, _, dropped = method.documents(example)
+        assert documents and all(d.user_id != example.user_id and cutoff.allows(d) for d in documents)
+        assert all(d.peer != example.user_id and d.reason in (LATER, SAME_ITEM) for d in dropped)
+        left_out += len(dropped)
+    assert left_out > 0, "the real build should hold similar users with later reviews"
