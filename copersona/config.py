@@ -318,6 +318,16 @@ class MethodsConfig:
         ge=0,
         default=2,
     )
+    pat_rounds: int = _help(
+        "PAT: rounds of dual reasoning (each rewrites the draft against the style cues, then revises it against "
+        "the topic context); 0 is a plain prompt with both trajectories.",
+        ge=0,
+        default=1,
+    )
+    pat_style_users: int = _help("PAT: users writing most like the user, lending style cues.", ge=0, default=2)
+    pat_topic_reviews: int = _help(
+        "PAT: other users' reviews of the items most like the target (preference-aligned first).", ge=0, default=3
+    )
     cfrag_users: int = _help("CFRAG: similar users retrieved by the trained user embedding.", ge=0, default=4)
     cfrag_documents: int = _help(
         "CFRAG: reviews placed from the similar users, after BM25 retrieval and preference re-ranking.", ge=0, default=3

@@ -203,6 +203,7 @@ class Runtime:
                 raise ValueError(refusal)
             model = self.models.get(name)
             method = create(name, self.resources(model.window if model is not None else None))
+            method.draft = functools.partial(self._draft, name)
             method.prepare(examples or [])
             self._methods[name] = method
         return self._methods[name]
@@ -237,6 +238,12 @@ class Runtime:
                 "(the model was trained on another store, or the user was added after training)"
             )
         return SoftPrompt(key=f"{model.key}/{user_id}", values=values)
+
+    def _draft(self, name: str, messages: list[dict[str, str]], max_tokens: int) -> str:
+        """An intermediate text of a multi-pass method, decoded as its answers are (and cached)."""
+        g = self.config.generation
+        request = Request.chat(messages, temperature=g.temperature, max_tokens=max_tokens, seed=g.seed, stop=STOP)
+        return self.generator(name).generate([request])[0].text.strip()
 
     def inputs(self, name: str, example: Example) -> MethodInput:
         return self.method(name, [example]).inputs(example)

@@ -12,6 +12,7 @@ from copersona.methods.copersona_np import CoPersonaNP
 from copersona.methods.dpl import DPL
 from copersona.methods.nonperso import NonPerso
 from copersona.methods.pag import PAG
+from copersona.methods.pat import PAT
 from copersona.methods.persona_db import PersonaDBMethod
 from copersona.methods.rag import RAG
 from copersona.methods.rating_reference import ItemMean, RatingMF, UserMean
@@ -44,6 +45,7 @@ for _method in (
     CoPersona,
     PersonaDBMethod,
     CFRAG,
+    PAT,
     CopySelf,
     CopyPeer,
     UserMean,

@@ -33,6 +33,7 @@ from copersona.retrieval import (
     load_retriever,
 )
 from copersona.retrieval.history import BM25Retriever
+from copersona.retrieval.review_vectors import ReviewVectors
 from copersona.store.sqlite import Store
 
 Message = dict[str, str]
@@ -149,6 +150,11 @@ class Resources:
         return self.personas.of(example)
 
     @cached_property
+    def review_vectors(self) -> ReviewVectors:
+        """Every persona profile review embedded (stored once per data and embedder)."""
+        return ReviewVectors(self.store, self.profiles, self.embedder)
+
+    @cached_property
     def profiles(self) -> dict[str, list[Interaction]]:
         """Every user's persona profile (before the held-out block): what peers may show of themselves,
         as far as a request's :meth:`cutoff` allows."""
@@ -197,6 +203,9 @@ class Method(ABC):
     def __init__(self, resources: Resources):
         self.resources = resources
         self.config = resources.config
+        # Generates an intermediate text (a draft) with the method's generator and the harness's
+        # decoding: (messages, max_tokens) -> text. Set by the runtime; only multi-pass methods use it.
+        self.draft: Callable[[list[Message], int], str] | None = None
 
     def prepare(self, examples: list[Example]) -> None:  # noqa: B027 - most methods need nothing offline
         """Precompute what ``inputs`` needs for these examples (offline, batched)."""

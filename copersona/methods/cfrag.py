@@ -19,9 +19,6 @@ statistics it is fitted once over everyone.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 from dataclasses import asdict
 from functools import cached_property
 
@@ -35,12 +32,9 @@ from copersona.methods.prompts import Context, PromptMethod, fenced
 from copersona.model.user_encoder import EncoderSettings, UserEncoder, train_user_encoder
 from copersona.retrieval import DroppedText, TokenBudget
 from copersona.retrieval.cutoff import day
+from copersona.retrieval.review_vectors import digest
 
 REVIEW_DROPPED = "similar user's review left out"
-
-
-def _digest(payload: object) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
 class CFRAG(PromptMethod):
@@ -52,19 +46,6 @@ class CFRAG(PromptMethod):
 
     # -- offline ---------------------------------------------------------------------------------
     @cached_property
-    def _reviews(self) -> tuple[list[Interaction], np.ndarray]:
-        """Every persona profile review (by user, then time) and its embedding (stored once per data)."""
-        profiles = self.resources.profiles
-        reviews = [r for user in sorted(profiles) for r in profiles[user]]
-        embedder = self.resources.embedder
-        key = "reviews/" + _digest([embedder.model_id, [(r.user_id, r.item_id, r.timestamp) for r in reviews]])
-        vectors = self._load(key)
-        if vectors is None:
-            vectors = embedder.encode([r.text for r in reviews]) if reviews else np.zeros((0, embedder.dim))
-            self._save(key, vectors)
-        return reviews, np.asarray(vectors, dtype=np.float32)
-
-    @cached_property
     def settings(self) -> EncoderSettings:
         m = self.config.methods
         return EncoderSettings(
@@ -74,14 +55,12 @@ class CFRAG(PromptMethod):
     @cached_property
     def encoder(self) -> UserEncoder:
         """The user encoder trained on every persona profile (loaded from the store when trained before)."""
-        reviews, vectors = self._reviews
-        dim = vectors.shape[1]
-        key = "encoder/" + _digest(
-            [asdict(self.settings), self.resources.embedder.model_id, [(r.user_id, r.item_id) for r in reviews]]
-        )
+        reviews = self.resources.review_vectors
+        vectors = reviews.matrix
+        key = "encoder/" + digest([asdict(self.settings), reviews.key])
         payload = self.resources.store.method_model(self.name, key)
         if payload is not None:
-            return UserEncoder.from_bytes(payload, dim, self.settings)
+            return UserEncoder.from_bytes(payload, vectors.shape[1], self.settings)
         owners = self._owners
         per_user = [vectors[owners.getrow(u).indices] for u in range(owners.shape[0])]
         encoder, _ = train_user_encoder(per_user, self.settings)
@@ -91,60 +70,33 @@ class CFRAG(PromptMethod):
 
     @cached_property
     def _users(self) -> list[str]:
-        return sorted({r.user_id for r in self._reviews[0]})
+        return sorted({r.user_id for r in self.resources.review_vectors.reviews})
 
     @cached_property
     def _owners(self) -> sp.csr_matrix:
         """(users x reviews) 0/1: which user wrote which review."""
-        reviews, _ = self._reviews
+        reviews = self.resources.review_vectors.reviews
         row = {u: i for i, u in enumerate(self._users)}
         rows = [row[r.user_id] for r in reviews]
         return sp.csr_matrix((np.ones(len(reviews)), (rows, range(len(reviews)))), shape=(len(row), len(reviews)))
 
     @cached_property
     def _review_days(self) -> tuple[np.ndarray, np.ndarray]:
-        reviews, _ = self._reviews
+        reviews = self.resources.review_vectors.reviews
         return np.array([day(r.timestamp) for r in reviews]), np.array([r.item_id for r in reviews], dtype=object)
-
-    def _load(self, key: str) -> np.ndarray | None:
-        payload = self.resources.store.method_model(self.name, key)
-        return None if payload is None else np.load(io.BytesIO(payload))
-
-    def _save(self, key: str, array: np.ndarray) -> None:
-        if not self.resources.store.read_only:
-            buffer = io.BytesIO()
-            np.save(buffer, array)
-            self.resources.store.write_method_model(self.name, key, buffer.getvalue())
 
     def prepare(self, examples: list[Example]) -> None:
         """Train (or load) the encoder and embed the examples' profile reviews not stored (a held-out
         validation review before a test target), in one batch."""
         _ = self.encoder
-        self._embed([r for e in examples for r in e.profile])
+        self.resources.review_vectors.embed([r for e in examples for r in e.profile])
         super().prepare(examples)
 
     # -- per request -----------------------------------------------------------------------------
-    @cached_property
-    def _review_vectors(self) -> dict[tuple[str, str, int], np.ndarray]:
-        reviews, vectors = self._reviews
-        return {(r.user_id, r.item_id, r.timestamp): v for r, v in zip(reviews, vectors)}
-
-    def _embed(self, reviews: list[Interaction]) -> None:
-        known = self._review_vectors
-        missing = {(r.user_id, r.item_id, r.timestamp): r.text for r in reviews}
-        missing = {key: text for key, text in missing.items() if key not in known}
-        if missing:
-            known.update(zip(missing, self.resources.embedder.encode(list(missing.values()))))
-
-    def _vectors_of(self, reviews: list[Interaction]) -> np.ndarray:
-        """Embeddings of reviews: the stored ones looked up, any other (a served review) embedded once."""
-        self._embed(reviews)
-        return np.vstack([self._review_vectors[(r.user_id, r.item_id, r.timestamp)] for r in reviews])
-
     def preference(self, example: Example) -> np.ndarray:
         """The user's mean review embedding (unit): from the profile, or the target item for a cold start."""
         if example.profile:
-            mean = self._vectors_of(example.profile).mean(axis=0)
+            mean = self.resources.review_vectors.of(example.profile).mean(axis=0)
         else:
             mean = self.resources.embedder.encode([item_query(example)])[0]
         return mean / max(float(np.linalg.norm(mean)), 1e-12)
@@ -159,7 +111,7 @@ class CFRAG(PromptMethod):
         if cutoff.item_id is not None:
             visible &= items != cutoff.item_id
         counts = self._owners @ visible.astype(np.float64)
-        sums = self._owners @ (self._reviews[1] * visible[:, None])
+        sums = self._owners @ (self.resources.review_vectors.matrix * visible[:, None])
         has = (counts > 0) & (np.array(self._users) != example.user_id)
         if not has.any():
             return [], visible
@@ -178,7 +130,7 @@ class CFRAG(PromptMethod):
         users, visible = self.similar_users(example, preference)
         if not users:
             return [], ["no similar user has a review before the target"], []
-        reviews, vectors = self._reviews
+        reviews, vectors = self.resources.review_vectors.reviews, self.resources.review_vectors.matrix
         chosen = set(users)
         cutoff = self.resources.cutoff(example)
         dropped = [
