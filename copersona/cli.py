@@ -582,11 +582,20 @@ def train(
         Optional[int], typer.Option(min=1, help="Stop after this many steps with a checkpoint; rerun to resume.")
     ] = None,
     register: Annotated[bool, typer.Option(help="Make `evaluate` and `generate` use this model for METHOD.")] = True,
+    algorithm: Annotated[
+        str,
+        typer.Option(
+            help="sft: supervised LoRA fine-tuning on the targets; grpo: reinforcement learning (TRL's GRPO) of the "
+            "same LoRA adapter, rewarded by ROUGE-L/METEOR against the targets with a length penalty ([training.grpo])."
+        ),
+    ] = "sft",
 ) -> None:
     """Fine-tune the generator with LoRA (and the personalizer, for methods with soft prompts).
 
     Resumes from the folder's last checkpoint; caches every user's soft prompt in the store.
     """
+    if algorithm not in ("sft", "grpo"):
+        raise typer.BadParameter("use sft or grpo", param_hint="--algorithm")
     from copersona.inference import generator_spec
     from copersona.model.train import Trainer
     from copersona.store.sqlite import Store
@@ -595,9 +604,15 @@ def train(
     training = TrainingConfig.load(config) if config else TrainingConfig()
     writable_folder(out)
     with Store(store, create=False) as db:
-        trainer = Trainer(
-            db, method, out, training, harness_config, base=generator_spec(db, harness_config), progress=RichProgress()
-        )
+        base = generator_spec(db, harness_config)
+        if algorithm == "grpo":
+            from copersona.model.grpo import GRPOTrainer
+
+            trainer = GRPOTrainer(
+                db, method, out, training, harness_config, base=base, progress=RichProgress(), grpo=training.grpo
+            )
+        else:
+            trainer = Trainer(db, method, out, training, harness_config, base=base, progress=RichProgress())
         trained = trainer.run(stop_after=stop_after)
         if trained is None:
             console.print(f"stopped at a checkpoint in {out}; run the same command again to resume")
@@ -606,7 +621,10 @@ def train(
             db.register_trained_model(trained.method, trained.key, str(out.resolve()))
     summary = trained.summary()
     first, last = summary.initial_validation_loss, summary.final_validation_loss
-    losses = f"validation loss {first:.4f} -> {last:.4f}" if first is not None else "no validation examples"
+    losses = f"validation loss {first:.4f} -> {last:.4f}" if first is not None else "no validation losses"
+    if algorithm == "grpo":
+        rewards = [e["reward"] for e in json.loads((out / "grpo-log.json").read_text())]
+        losses = f"mean reward {rewards[0]:.4f} (first step) -> {rewards[-1]:.4f} (last)"
     console.print(
         f"trained {trained.key}: {trained.steps} steps in {trained.seconds / 60:.1f} min; {losses}; "
         f"curve in {out / 'curve.png'}"

@@ -500,6 +500,21 @@ class PersonalizerSettings:
 
 
 @dataclass
+class GRPOSettings:
+    """Reinforcement learning with GRPO (``copersona train --algorithm grpo``; PAT's policy optimisation)."""
+
+    generations: int = _help("Answers sampled per prompt (GRPO's group).", ge=2, default=4)
+    max_completion_tokens: int = _help("Longest sampled answer, in tokens.", ge=1, default=128)
+    temperature: float = _help("Sampling temperature of the group's answers.", ge=0.01, default=0.9)
+    beta: float = _help("KL penalty toward the base model.", ge=0, default=0.04)
+    length_penalty: float = _help(
+        "Reward penalty per unit of |log(answer words / target words)| (answers far from the target's length).",
+        ge=0,
+        default=0.1,
+    )
+
+
+@dataclass
 class OptimizerSettings:
     """AdamW with a cosine schedule (App. C)."""
 
@@ -544,6 +559,7 @@ class TrainingConfig(_TopLevel):
     lora: LoraSettings = field(default_factory=LoraSettings)
     personalizer: PersonalizerSettings = field(default_factory=PersonalizerSettings)
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainingConfig:

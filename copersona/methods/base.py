@@ -213,3 +213,7 @@ class Method(ABC):
     @abstractmethod
     def inputs(self, example: Example) -> MethodInput:
         """The generator input for one example (or, for reference methods, the prediction)."""
+
+    def training_input(self, example: Example) -> MethodInput:
+        """The input a fine-tuning step trains on: the method's input (a multi-pass method's first pass)."""
+        return self.inputs(example)

@@ -199,6 +199,11 @@ class PAT(PromptMethod):
         blocks, parts = self._blocks(style, topic, budget)
         return Context(blocks, parts, notes)
 
+    def training_input(self, example: Example) -> MethodInput:
+        """The first pass (both trajectories and the history): what fine-tuning and GRPO train on; the
+        trained generator then also writes the drafts and revisions."""
+        return super().inputs(example)
+
     def inputs(self, example: Example) -> MethodInput:
         """The plain prompt (k = 0, the rating task), or the last revision of k rounds of drafts."""
         first = super().inputs(example)

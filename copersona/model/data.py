@@ -92,7 +92,7 @@ def encode_example(method: Method, example: Example, tokenizer, max_length: int)
     prompts for the training window, and a prompt that still overflows keeps its end (the
     request), losing the oldest context.
     """
-    messages = method.inputs(example).messages
+    messages = method.training_input(example).messages
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     target_ids = tokenizer(example.target.text.strip() + end_of_turn(tokenizer), add_special_tokens=False)["input_ids"]

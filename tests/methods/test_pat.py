@@ -74,3 +74,5 @@ def test_dual_reasoning_drafts_then_refines_k_rounds(built_db, scripted_backend)
     assert "no topic context" in " ".join(inp.notes)
     rating = runtime.inputs("pat", example.model_copy(update={"task": "rating"}))
     assert len(backend.requests) == 4 and "draft" not in rating.parts  # the rating task: the plain prompt
+    first = runtime.method("pat").training_input(example)  # what fine-tuning and GRPO train on
+    assert len(backend.requests) == 4 and "draft" not in first.parts and STYLE_PASS not in str(first.messages)

@@ -312,3 +312,39 @@ def test_trainer_refuses_what_it_cannot_train(store):
         Trainer(store, "copy-self", None, tiny(), HarnessConfig())
     with pytest.raises(ValueError, match="multiple of"):
         Trainer(store, "rag", None, tiny(batch_size=3, micro_batch_size=2), HarnessConfig())
+
+
+# -- GRPO (PAT's policy optimisation) at the same budget --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "completion, target, better_than",
+    [
+        ("the strap is soft and long", "the strap is soft and long", "a strap"),
+        ("the strap is soft and long", "the strap is soft and long", ""),
+        ("soft strap , long enough", "the strap is soft and long", "the the the the the the the the the the the the"),
+    ],
+)
+def test_review_reward_prefers_closer_answers_of_the_target_length(completion, target, better_than):
+    from copersona.model.grpo import review_reward
+
+    assert review_reward(completion, target, 0.1) > review_reward(better_than, target, 0.1)
+
+
+def test_grpo_trains_an_adapter_into_a_model_folder(store, tmp_path):
+    """GRPO on RAG's inputs (the cheapest to build; PAT trains on its first pass the same way)."""
+    pytest.importorskip("trl", reason="needs trl")
+    from copersona.config import GRPOSettings
+    from copersona.model.grpo import GRPOTrainer
+
+    config = tiny(steps=2, batch_size=1, train_examples=2, eval_every=1)
+    grpo = GRPOSettings(generations=2, max_completion_tokens=12)
+    trainer = GRPOTrainer(store, "rag", tmp_path / "grpo", config, HarnessConfig(), grpo=grpo)
+    trained = trainer.run()
+    assert trained is not None and trained.method == "rag" and trained.steps == 2
+    log = json.loads((tmp_path / "grpo" / "grpo-log.json").read_text())
+    assert [e["step"] for e in log] == [1, 2] and all(np.isfinite(e["reward"]) for e in log)
+    assert TrainedModel.load(tmp_path / "grpo").fingerprint == trained.fingerprint
+    assert trained.llama_cpp_adapter == "adapter.gguf" and (tmp_path / "grpo" / "adapter.gguf").stat().st_size > 0
+    lora = Trainer(store, "rag", tmp_path / "sft", config, HarnessConfig())
+    assert lora.prepare()[3] != trained.fingerprint  # the same data and budget, another algorithm
