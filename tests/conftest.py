@@ -42,11 +42,18 @@ def built_store(data_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def built_db(built_store):
-    """The session build, opened read-only (inputs are built from it; nothing is written)."""
+def built_db(built_store, tmp_path_factory):
+    """A snapshot of the session build, opened read-only (inputs are built from it; nothing is written).
+
+    A snapshot (SQLite's backup), not the build itself: CLI tests write into the build from other
+    processes, and what the read-only tests check should not depend on when those writes land.
+    """
     from copersona.store.sqlite import Store
 
-    with Store(built_store, read_only=True) as db:
+    snapshot = tmp_path_factory.mktemp("snapshot") / "mi.sqlite"
+    with Store(built_store, read_only=True) as source:
+        source.backup(snapshot)
+    with Store(snapshot, read_only=True) as db:
         yield db
 
 

@@ -17,6 +17,7 @@ searched against every facet layer. The item is not a persona, so it carries no 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,10 +76,10 @@ def item_query(example: Example) -> str:
 class Personas:
     """Resolves each request's persona (see the module docstring); derived ones are memoized."""
 
-    def __init__(self, store: Store, config: HarnessConfig, embedder: Embedder, stored_neighbours):
+    def __init__(self, store: Store, config: HarnessConfig, embedder: Callable[[], Embedder], stored_neighbours):
         self.store = store
         self.config = config
-        self.embedder = embedder
+        self._embedder = embedder  # loaded only when a persona is derived or peers come from an item
         self._stored_neighbours = stored_neighbours  # (user_id) -> list[Neighbour], the stored graph's
         self._memo: dict[tuple, RequestPersona] = {}
         self._build: Build | None = None
@@ -87,6 +88,10 @@ class Personas:
         self._vectors: dict[str, np.ndarray] | None = None
 
     # -- what is read from the store once ----------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder()
+
     @property
     def build(self) -> Build:
         if self._build is None:

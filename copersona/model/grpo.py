@@ -23,6 +23,8 @@ import math
 import time
 from pathlib import Path
 
+import torch
+
 from copersona.config import GRPOSettings
 from copersona.model.data import training_examples
 from copersona.model.train import Trainer, TrainingError
@@ -91,6 +93,8 @@ class GRPOTrainer(Trainer):
             save_total_limit=2,
             seed=config.seed,
             use_cpu=str(base.device) == "cpu",
+            bf16=base.model.dtype == torch.bfloat16,  # as the base was loaded ([training] dtype): fp32 on a CPU
+            activation_checkpointing=False,  # recomputation trades time for memory a LoRA step does not need
             report_to="none",
             disable_tqdm=True,
         )

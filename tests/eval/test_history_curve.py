@@ -60,7 +60,9 @@ def _inputs(path, runtime_on, cap: int, users: list[str]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def capped(built_store, tmp_path_factory):
     """A copy of the session build, the users whose capped profiles lose reviews, and what is cut."""
-    path = shutil.copy(built_store, tmp_path_factory.mktemp("capped") / "s.sqlite")
+    path = tmp_path_factory.mktemp("capped") / "s.sqlite"
+    with Store(built_store, read_only=True) as source:
+        source.backup(path)
     with Store(path) as db:
         profiles = db.profiles()
         examples = select_examples(db, "test", None, profile_cap=1)

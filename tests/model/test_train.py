@@ -332,19 +332,19 @@ def test_review_reward_prefers_closer_answers_of_the_target_length(completion, t
 
 
 def test_grpo_trains_an_adapter_into_a_model_folder(store, tmp_path):
-    """GRPO on RAG's inputs (the cheapest to build; PAT trains on its first pass the same way)."""
+    """GRPO on Non-Perso's inputs (the shortest prompts; PAT trains on its first pass the same way)."""
     pytest.importorskip("trl", reason="needs trl")
     from copersona.config import GRPOSettings
     from copersona.model.grpo import GRPOTrainer
 
-    config = tiny(steps=2, batch_size=1, train_examples=2, eval_every=1)
-    grpo = GRPOSettings(generations=2, max_completion_tokens=12)
-    trainer = GRPOTrainer(store, "rag", tmp_path / "grpo", config, HarnessConfig(), grpo=grpo)
+    config = tiny(steps=2, batch_size=1, train_examples=2, validation_examples=0, eval_every=2)
+    grpo = GRPOSettings(generations=2, max_completion_tokens=8, beta=0.0)
+    trainer = GRPOTrainer(store, "nonperso", tmp_path / "grpo", config, HarnessConfig(), grpo=grpo)
     trained = trainer.run()
-    assert trained is not None and trained.method == "rag" and trained.steps == 2
+    assert trained is not None and trained.method == "nonperso" and trained.steps == 2
     log = json.loads((tmp_path / "grpo" / "grpo-log.json").read_text())
     assert [e["step"] for e in log] == [1, 2] and all(np.isfinite(e["reward"]) for e in log)
     assert TrainedModel.load(tmp_path / "grpo").fingerprint == trained.fingerprint
     assert trained.llama_cpp_adapter == "adapter.gguf" and (tmp_path / "grpo" / "adapter.gguf").stat().st_size > 0
-    lora = Trainer(store, "rag", tmp_path / "sft", config, HarnessConfig())
+    lora = Trainer(store, "nonperso", tmp_path / "sft", config, HarnessConfig())
     assert lora.prepare()[3] != trained.fingerprint  # the same data and budget, another algorithm
