@@ -12,7 +12,7 @@ import pytest
 from runner import cli
 
 from copersona.eval.harness import select_examples
-from copersona.eval.history_curve import parse_caps
+from copersona.eval.history_curve import parse_caps, run_history_caps
 from copersona.facets.profile import split_sentences
 from copersona.methods import example_key
 from copersona.store.sqlite import Store
@@ -138,5 +138,10 @@ def test_history_cap_sweep_from_the_cli(built_store, tmp_path):
     cold = next(r for r in curve["rows"] if r["history_cap"] == 0 and r["method"] == "copy-peer")
     assert cold["notes"] == {"peers found from the target item (no profile reviews)": 3}
     assert (out / "history-curve.png").stat().st_size > 0
-    refused = cli("evaluate", built_store, "--methods", "copersona", "--history-cap", "1", "--out", out, check=False)
-    assert refused.returncode != 0 and "soft prompts" in refused.stderr
+
+
+def test_soft_prompted_methods_are_refused_a_cut_profile(runtime, built_db):
+    with pytest.raises(ValueError, match="soft prompts"):
+        run_history_caps(
+            runtime, ["copersona-np", "copersona"], built_db, split="test", limit=1, task="review", caps=[1]
+        )

@@ -3,7 +3,6 @@ against a real local OpenAI-compatible server (control flow, caching, validation
 
 from __future__ import annotations
 
-import shutil
 import statistics
 
 import pytest
@@ -35,8 +34,13 @@ def population(runtime, built_db):
 
 @pytest.fixture
 def store(built_store, tmp_path):
-    path = shutil.copy(built_store, tmp_path / "s.sqlite")
+    """A copy of the session build without refined personas (CLI tests may have refined some in it)."""
+    path = tmp_path / "s.sqlite"
+    with Store(built_store, read_only=True) as source:
+        source.backup(path)
     with Store(path) as db:
+        with db.transaction() as connection:
+            connection.execute("DELETE FROM persona_db_units")
         yield db
 
 
