@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from runner import MI, cli, free_port
+from runner import MI, cli, copy_store, free_port
 
 from copersona.backends.llm import Completion, LLMBackend
 
@@ -50,9 +50,7 @@ def built_db(built_store, tmp_path_factory):
     """
     from copersona.store.sqlite import Store
 
-    snapshot = tmp_path_factory.mktemp("snapshot") / "mi.sqlite"
-    with Store(built_store, read_only=True) as source:
-        source.backup(snapshot)
+    snapshot = copy_store(built_store, tmp_path_factory.mktemp("snapshot") / "mi.sqlite")
     with Store(snapshot, read_only=True) as db:
         yield db
 

@@ -22,3 +22,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def copy_store(source, target):
+    """A consistent copy of a store (SQLite's backup: the WAL's transactions included), at ``target``."""
+    from copersona.store.sqlite import Store
+
+    with Store(source, read_only=True) as db:
+        db.backup(target)
+    return target

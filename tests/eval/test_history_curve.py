@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
-from runner import cli
+from runner import cli, copy_store
 
 from copersona.eval.harness import select_examples
 from copersona.eval.history_curve import parse_caps, run_history_caps
@@ -60,9 +60,7 @@ def _inputs(path, runtime_on, cap: int, users: list[str]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def capped(built_store, tmp_path_factory):
     """A copy of the session build, the users whose capped profiles lose reviews, and what is cut."""
-    path = tmp_path_factory.mktemp("capped") / "s.sqlite"
-    with Store(built_store, read_only=True) as source:
-        source.backup(path)
+    path = copy_store(built_store, tmp_path_factory.mktemp("capped") / "s.sqlite")
     with Store(path) as db:
         profiles = db.profiles()
         examples = select_examples(db, "test", None, profile_cap=1)

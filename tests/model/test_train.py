@@ -17,6 +17,8 @@ pytest.importorskip("peft", reason="needs peft")
 pytest.importorskip("transformers", reason="needs transformers")
 pytest.importorskip("torch_geometric", reason="needs torch_geometric")
 
+from runner import copy_store
+
 from copersona.config import HarnessConfig, TrainingConfig  # noqa: E402
 from copersona.model.data import hidden_facets, training_examples, validation_examples  # noqa: E402
 from copersona.model.graph_inputs import PersonaGraph  # noqa: E402
@@ -68,9 +70,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def store(built_store, tmp_path_factory):
     """A writable copy: training writes soft prompts into the store, the session's build stays as built."""
-    copy = tmp_path_factory.mktemp("train-store") / "mi.sqlite"
-    with Store(built_store, read_only=True) as source:
-        source.backup(copy)
+    copy = copy_store(built_store, tmp_path_factory.mktemp("train-store") / "mi.sqlite")
     with Store(copy) as db:
         yield db
 

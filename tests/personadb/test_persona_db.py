@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
+from runner import copy_store
 
 from copersona.backends import load_llm_backend
 from copersona.backends.llm import LLM
@@ -35,10 +36,7 @@ def population(runtime, built_db):
 @pytest.fixture
 def store(built_store, tmp_path):
     """A copy of the session build without refined personas (CLI tests may have refined some in it)."""
-    path = tmp_path / "s.sqlite"
-    with Store(built_store, read_only=True) as source:
-        source.backup(path)
-    with Store(path) as db:
+    with Store(copy_store(built_store, tmp_path / "s.sqlite")) as db:
         with db.transaction() as connection:
             connection.execute("DELETE FROM persona_db_units")
         yield db
