@@ -18,7 +18,7 @@ searched against every facet layer. The item is not a persona, so it carries no 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,7 +27,6 @@ from copersona.build import Backends, Build
 from copersona.config import GraphConfig, HarnessConfig
 from copersona.data.records import Example, Interaction
 from copersona.facets.profile import profile_text
-from copersona.facets.records import FacetSummary
 from copersona.graph.knn import top_k_neighbours
 from copersona.graph.multiplex import reliability_gates
 from copersona.graph.records import Neighbour, rank_neighbours
@@ -50,7 +49,6 @@ class RequestPersona:
     profile_vector: np.ndarray | None  # the whole-profile embedding (the item query's for a cold start)
     derived: bool  # False: the stored persona
     origin: str  # one line for notes and ``--explain``
-    states: list[FacetSummary] = field(default_factory=list)  # a derived persona's facet states
 
     @property
     def notes(self) -> list[str]:
@@ -76,15 +74,22 @@ def item_query(example: Example) -> str:
 class Personas:
     """Resolves each request's persona (see the module docstring); derived ones are memoized."""
 
-    def __init__(self, store: Store, config: HarnessConfig, embedder: Callable[[], Embedder], stored_neighbours):
+    def __init__(
+        self,
+        store: Store,
+        config: HarnessConfig,
+        embedder: Callable[[], Embedder],
+        stored_neighbours: Callable[[str], list[Neighbour]],
+        stored_profiles: Callable[[], dict[str, list[Interaction]]],
+    ):
         self.store = store
         self.config = config
         self._embedder = embedder  # loaded only when a persona is derived or peers come from an item
-        self._stored_neighbours = stored_neighbours  # (user_id) -> list[Neighbour], the stored graph's
+        self._stored_neighbours = stored_neighbours  # the stored graph's, by user
+        self._stored_profiles = stored_profiles  # the persona profiles the stored personas rest on
         self._memo: dict[tuple, RequestPersona] = {}
         self._build: Build | None = None
         self._layers: dict[str, tuple[list[str], np.ndarray, np.ndarray]] | None = None
-        self._profiles: dict[str, list[Interaction]] | None = None
         self._vectors: dict[str, np.ndarray] | None = None
 
     # -- what is read from the store once ----------------------------------------------------
@@ -106,11 +111,6 @@ class Personas:
     @property
     def graph_config(self) -> GraphConfig:
         return self.build.config.graph
-
-    def _stored_profiles(self) -> dict[str, list[Interaction]]:
-        if self._profiles is None:
-            self._profiles = self.store.profiles()
-        return self._profiles
 
     def _stored_vectors(self) -> dict[str, np.ndarray]:
         if self._vectors is None:
@@ -151,7 +151,7 @@ class Personas:
             self._memo[key] = self._item_peers(example)
         found = self._memo[key]
         vector = persona.profile_vector if persona.profile_vector is not None else found.profile_vector
-        return RequestPersona(found.neighbours, vector, persona.derived, ITEM_PEERS.format(why=why), persona.states)
+        return RequestPersona(found.neighbours, vector, persona.derived, ITEM_PEERS.format(why=why))
 
     def _derive(self, user_id: str, profile: list[Interaction]) -> RequestPersona:
         if not profile:
@@ -171,7 +171,7 @@ class Personas:
             gate = float(reliability_gates([state.reliability], self.graph_config)[0])
             self._search(user_id, state.facet_key, vector, gate, weights)
         neighbours = rank_neighbours(weights, len(self._facet_layers()))
-        return RequestPersona(neighbours, vectors[-1], True, DERIVED.format(n=len(profile)), states)
+        return RequestPersona(neighbours, vectors[-1], True, DERIVED.format(n=len(profile)))
 
     def _item_peers(self, example: Example) -> RequestPersona:
         vector = self.embedder.encode([item_query(example)])[0]

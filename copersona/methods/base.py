@@ -144,7 +144,13 @@ class Resources:
     @cached_property
     def personas(self) -> Personas:
         """Each request's place in the graph: the stored persona, or one derived from its profile."""
-        return Personas(self.store, self.config, lambda: self.embedder, lambda user: self.peers.neighbours(user, None))
+        return Personas(
+            self.store,
+            self.config,
+            lambda: self.embedder,
+            lambda user: self.peers.neighbours(user, None),
+            lambda: self.profiles,
+        )
 
     def persona(self, example: Example) -> RequestPersona:
         return self.personas.of(example)

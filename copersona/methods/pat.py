@@ -37,7 +37,7 @@ from copersona.data.records import Example, Interaction
 from copersona.data.sanitize import sanitize
 from copersona.facets.profile import STYLE_FEATURES, split_sentences, style_features, word_count
 from copersona.graph.personas import item_query
-from copersona.methods.base import MethodInput, Resources
+from copersona.methods.base import MethodInput, Resources, example_key, profile_key
 from copersona.methods.prompts import SYSTEM, Context, PromptMethod, data_block, fenced, item_block
 from copersona.retrieval import TokenBudget
 
@@ -101,6 +101,7 @@ class PAT(PromptMethod):
     def __init__(self, resources: Resources):
         super().__init__(resources)
         self._style_memo: dict[tuple, np.ndarray] = {}
+        self._trajectories: dict[tuple, tuple[str, str, list[str]]] = {}
 
     # -- the trajectories ------------------------------------------------------------------------
     @cached_property
@@ -165,7 +166,15 @@ class PAT(PromptMethod):
         return chosen
 
     def trajectories(self, example: Example) -> tuple[str, str, list[str]]:
-        """The style cues and the topic context (unfitted texts), and notes."""
+        """The style cues and the topic context (unfitted texts), and notes; found once per example
+        (prepare counts them, the first pass places them, the revisions place them again)."""
+        key = (example_key(example), profile_key(example.profile))
+        if key not in self._trajectories:
+            self._trajectories[key] = self._find_trajectories(example)
+        style, topic, notes = self._trajectories[key]
+        return style, topic, list(notes)
+
+    def _find_trajectories(self, example: Example) -> tuple[str, str, list[str]]:
         visible = self._visible(example)
         users, notes = self.style_users(example, visible)
         cues = []
