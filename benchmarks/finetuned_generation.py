@@ -42,7 +42,7 @@ from copersona.inference import STOP, open_runtime
 from copersona.model.base_model import checkpoint_for, load_base_model
 from copersona.model.gguf_lora import export_lora_gguf
 from copersona.model.trained import TrainedModel
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 

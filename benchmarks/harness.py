@@ -30,7 +30,7 @@ from copersona.backends.llm import LLM, Request
 from copersona.build import Backends, Build
 from copersona.config import BuildConfig, HarnessConfig
 from copersona.inference import STOP, Runtime
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("nonperso", "rag", "pag", "dpl", "copersona-np", "copy-self", "copy-peer")

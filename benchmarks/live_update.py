@@ -31,7 +31,7 @@ from copersona.build import Backends, Build
 from copersona.config import BuildConfig
 from copersona.data.records import Interaction
 from copersona.live import add_reviews
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 

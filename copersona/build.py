@@ -32,8 +32,8 @@ from copersona.facets.records import FacetSchema
 from copersona.facets.summarize import AbstractiveSummarizer, ExtractiveSummarizer, Summarizer
 from copersona.graph.multiplex import build_graph
 from copersona.progress import Progress
+from copersona.store import Store, StoreError
 from copersona.store.records import RunRecord
-from copersona.store.sqlite import Store, StoreError
 
 
 @dataclass

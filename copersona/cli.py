@@ -34,6 +34,9 @@ app = typer.Typer(
 # Nothing from data, paths or models is read as console markup (reviews contain brackets): every
 # console prints plain text, and styles are given as styles, never as markup in the text.
 console = Console(stderr=True, markup=False)
+StoreArgument = Annotated[
+    str, typer.Argument(help="A store written by `copersona build`: a SQLite file or a postgresql:// URL.")
+]
 
 
 def _out() -> Console:
@@ -101,7 +104,7 @@ def build(
     data: Annotated[
         Path, typer.Argument(help="Data file or folder (Amazon 2014/2023, the 2023 sample, DPL JSON lines).")
     ],
-    store: Annotated[Path, typer.Option(help="The store file (SQLite); created or resumed.")],
+    store: Annotated[str, typer.Option(help="The store, created or resumed: a SQLite file or a postgresql:// URL.")],
     config: Annotated[Optional[Path], typer.Option(help="Config file (TOML or JSON); see `copersona config`.")] = None,
     limit_users: Annotated[
         Optional[int], typer.Option(min=1, help="Keep at most N users (first by id) after filtering.")
@@ -115,7 +118,7 @@ def build(
 ) -> None:
     """Build (or resume) the persona graph of DATA into STORE."""
     from copersona.build import Backends, Build
-    from copersona.store.sqlite import Store
+    from copersona.store import Store
 
     build_config = _config(config, llm, embedder, summarizer, limit_users)
     if not data.exists():  # before the store is created: a typo must not leave an empty store behind
@@ -136,7 +139,7 @@ def build(
 
 @app.command()
 def inspect(
-    store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
+    store: StoreArgument,
     user: Annotated[
         Optional[str],
         typer.Option(help="Show this user's facets, quotes, labels, neighbours and Persona-DB levels."),
@@ -145,7 +148,7 @@ def inspect(
 ) -> None:
     """Summarize a store, or show one user's persona."""
     from copersona.inspect import overview, user_persona
-    from copersona.store.sqlite import Store
+    from copersona.store import Store
 
     with Store(store, read_only=True) as db:
         data = user_persona(db, user) if user else overview(db)
@@ -241,7 +244,7 @@ def _print_user(data: dict) -> None:
 
 @app.command(name="check-graph")
 def check_graph_command(
-    store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
+    store: StoreArgument,
     neighbours: Annotated[int, typer.Option(min=1, help="Peers per user taken from each graph.")] = 3,
     max_users: Annotated[Optional[int], typer.Option(min=3, help="Check at most N users (first by id).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Also write the results as JSON here.")] = None,
@@ -253,7 +256,7 @@ def check_graph_command(
     """Are graph neighbours better exemplars of a user's held-out review than random users?"""
     from copersona.backends import load_embedder
     from copersona.eval.graph_check import check_graph
-    from copersona.store.sqlite import Store
+    from copersona.store import Store
 
     with Store(store, read_only=True) as db:
         embedder = load_embedder(db.get_meta("pinned_config")["embedder"])
@@ -294,6 +297,11 @@ def check_graph_command(
             str(r.rouge_l_lift),
         )
     _out().print(table)
+
+
+def _models_dir(db) -> Path:
+    """Where trained models of a store go by default: beside its file, or named after its database."""
+    return db.path.with_name(f"{db.path.stem}-models") if isinstance(db.path, Path) else Path(f"{db.name}-models")
 
 
 def _harness_config(
@@ -339,7 +347,7 @@ SeedOption = Annotated[Optional[int], typer.Option(help="Sampling seed.")]
 
 @app.command()
 def generate(
-    store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
+    store: StoreArgument,
     user: Annotated[str, typer.Option(help="The user to write for.")],
     item: Annotated[Optional[str], typer.Option(help="Target item id (default: the user's test target).")] = None,
     method: Annotated[str, typer.Option(help="Method name (see `copersona methods`).")] = "copersona-np",
@@ -356,7 +364,7 @@ def generate(
     """Write USER's review of an item with one method (and show what it was given)."""
     from copersona.generate import request_example
     from copersona.inference import open_runtime
-    from copersona.store.sqlite import Store
+    from copersona.store import Store
 
     harness_config = _harness_config(config, llm, retriever, neighbours, temperature, seed)
     with Store(store, create=False) as db:
@@ -407,7 +415,7 @@ def _sparse_tables(db, runtime, names, examples, out, name, split, task, limit, 
 
 @app.command()
 def evaluate(
-    store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
+    store: StoreArgument,
     out: Annotated[Path, typer.Option(help="Folder for results.json/csv, predictions.jsonl, report.md, plots.")],
     methods: Annotated[
         Optional[str],
@@ -493,7 +501,7 @@ def evaluate(
     from copersona.inference import cached_llm, open_runtime
     from copersona.methods import REFERENCE_METHODS, TASKS, method_class
     from copersona.model.trained import TrainedModel
-    from copersona.store.sqlite import Store
+    from copersona.store import Store
 
     if task not in TASKS:
         raise typer.BadParameter(f"use one of {', '.join(TASKS)}", param_hint="--task")
@@ -535,7 +543,7 @@ def evaluate(
             from copersona.model.train import train_equal_budget
 
             training = TrainingConfig.load(config) if config else TrainingConfig()
-            root = models_dir or store.with_name(f"{store.stem}-models")
+            root = models_dir or _models_dir(db)
             trained = train_equal_budget(db, names, root, training, harness_config, given=trained, progress=progress)
         runtime = open_runtime(db, harness_config, progress=progress, models=trained)
         if caps is not None:
@@ -544,7 +552,7 @@ def evaluate(
             results = run_history_caps(
                 runtime, names, db, split=split, limit=limit, task=task, caps=caps, allow_mixed=allow_mixed
             )
-            written = write_history_curve(results, out, title=f"{store.name}: {split} split, sparse-history curve")
+            written = write_history_curve(results, out, title=f"{db.name}: {split} split, sparse-history curve")
             console.print((out / "history-curve.md").read_text())
             console.print("wrote " + ", ".join(str(p) for p in written))
             return
@@ -553,15 +561,15 @@ def evaluate(
         if judge:  # one model in memory when the judge is the generator
             judge_llm = runtime.llm() if judge == runtime.base_generator else cached_llm(db, judge)
         evaluation = run_evaluation(runtime, names, examples, split=split, judge=judge_llm, allow_mixed=allow_mixed)
-        title = f"{store.name}: {split} split" + (f", profiles capped at {profile_cap}" if profile_cap else "")
+        title = f"{db.name}: {split} split" + (f", profiles capped at {profile_cap}" if profile_cap else "")
         written = write_evaluation(evaluation, out, title=title)
         if sparse:
-            written += _sparse_tables(db, runtime, names, examples, out, store.name, split, task, limit, allow_mixed)
+            written += _sparse_tables(db, runtime, names, examples, out, db.name, split, task, limit, allow_mixed)
         used = {name: m.curve for name, m in runtime.models.items() if name in names}
         if used:
             from copersona.model.report import plot_curves
 
-            plot_curves(used, out / "training-curves.png", title=f"trained models used on {store.name}")
+            plot_curves(used, out / "training-curves.png", title=f"trained models used on {db.name}")
             written.append(out / "training-curves.png")
         if ablation:
             written += run_ablations(ablation, db, runtime, examples, out, split=split)
@@ -571,7 +579,7 @@ def evaluate(
 
 @app.command()
 def train(
-    store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
+    store: StoreArgument,
     out: Annotated[Path, typer.Option(help="Folder of the run: checkpoints, adapter, personalizer, curve.")],
     method: Annotated[str, typer.Option(help="Whose inputs train the model (see `copersona methods`).")] = "copersona",
     config: Annotated[
@@ -598,7 +606,7 @@ def train(
         raise typer.BadParameter("use sft or grpo", param_hint="--algorithm")
     from copersona.inference import generator_spec
     from copersona.model.train import Trainer
-    from copersona.store.sqlite import Store
+    from copersona.store import Store
 
     harness_config = _harness_config(config, llm)
     training = TrainingConfig.load(config) if config else TrainingConfig()
@@ -633,7 +641,7 @@ def train(
 
 @app.command()
 def serve(
-    store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
+    store: StoreArgument,
     host: Annotated[str, typer.Option(help="Address to bind (without --api-keys: loopback only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
     config: Annotated[
@@ -660,7 +668,7 @@ def serve(
 
 @app.command(name="add-reviews")
 def add_reviews_command(
-    store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
+    store: StoreArgument,
     data: Annotated[Path, typer.Argument(help="Reviews to add, in any format `build` reads.")],
 ) -> None:
     """Add DATA's reviews to STORE without a rebuild: the users' facet states, embeddings and graph
@@ -668,7 +676,7 @@ def add_reviews_command(
     from copersona.build import Build
     from copersona.data.loaders import load_path
     from copersona.live import add_reviews
-    from copersona.store.sqlite import Store
+    from copersona.store import Store
 
     if not data.exists():
         raise FileNotFoundError(f"{data}: no such data file or folder")
@@ -685,18 +693,35 @@ def add_reviews_command(
 
 @app.command(name="delete-user")
 def delete_user(
-    store: Annotated[Path, typer.Argument(help="A store file written by `copersona build`.")],
+    store: StoreArgument,
     user: Annotated[str, typer.Argument(help="The user to forget.")],
 ) -> None:
     """Forget USER: reviews, facet states, edges both ways, soft prompts and every cached LLM text
     holding their words; neighbours' lists are recomputed and the file compacted."""
     from copersona.live import erase_user
-    from copersona.store.sqlite import Store
+    from copersona.store import Store
 
     with Store(store, create=False) as db:
         report = erase_user(db, user)
     removed = ", ".join(f"{count} {table}" for table, count in report.removed.items())
     typer.echo(f"forgot {user}: removed {removed}; {report.neighbours_recomputed} neighbour lists recomputed")
+
+
+@app.command()
+def migrate(
+    source: Annotated[str, typer.Argument(help="The store to copy: a SQLite file or a postgresql:// URL.")],
+    target: Annotated[str, typer.Argument(help="An empty store to copy it into: a postgresql:// URL or a new file.")],
+) -> None:
+    """Copy a store into another database (SQLite to PostgreSQL, back, or file to file): every
+    table, in one snapshot of SOURCE and one transaction of TARGET, so an interrupted copy leaves
+    TARGET empty."""
+    from copersona.store import Store
+    from copersona.store.migrate import copy_store
+
+    with Store(source, read_only=True) as db, Store(target, create=True) as into:
+        copied = copy_store(db, into, RichProgress())
+    rows = ", ".join(f"{count} {table}" for table, count in copied.items() if count)
+    typer.echo(f"copied {db.path} into {into.path}: {rows}")
 
 
 @app.command(name="methods")
@@ -750,7 +775,7 @@ def main(args: list[str] | None = None) -> None:
     from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
     from copersona.facets.induction import SchemaError
-    from copersona.store.sqlite import StoreError
+    from copersona.store import StoreError
 
     try:
         app(args=args, standalone_mode=False)

@@ -13,7 +13,7 @@ import time
 
 from copersona.data.records import Example, Interaction
 from copersona.data.split import split_of_rank
-from copersona.store.sqlite import Store, StoreError
+from copersona.store import Store, StoreError
 
 
 def request_example(

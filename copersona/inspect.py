@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 
 from copersona.facets.records import RELIABILITY_LEVELS
 from copersona.retrieval.peers import own_words
-from copersona.store.sqlite import Store, StoreError
+from copersona.store import Store, StoreError
 
 
 def overview(store: Store) -> dict:

@@ -18,5 +18,7 @@ if ! python3 -c "from nltk.corpus import wordnet; wordnet.ensure_loaded()" 2>/de
 fi
 # The web page's test drives Debian's Chromium headless (through playwright, no browser download).
 if [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
+# The store's tests also run on PostgreSQL: a throwaway server of Debian's package, started by the tests.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_install postgresql; fi
 # pyenv only sees a new console script (`copersona`) after a rehash.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from runner import MI, cli, copy_store, free_port
+from runner import MI, PostgresServer, cli, copy_store, free_port
 
 from copersona.backends.llm import Completion, LLMBackend
 
@@ -48,7 +50,7 @@ def built_db(built_store, tmp_path_factory):
     A snapshot (SQLite's backup), not the build itself: CLI tests write into the build from other
     processes, and what the read-only tests check should not depend on when those writes land.
     """
-    from copersona.store.sqlite import Store
+    from copersona.store import Store
 
     snapshot = copy_store(built_store, tmp_path_factory.mktemp("snapshot") / "mi.sqlite")
     with Store(snapshot, read_only=True) as db:
@@ -197,3 +199,14 @@ def llama_server(tmp_path_factory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the store's tests on PostgreSQL (new database per call)."""
+    folder = Path(tempfile.mkdtemp(prefix="copersona-pg-"))
+    folder.chmod(0o755)  # the server runs as the postgres user when the tests run as root
+    server = PostgresServer(folder / "server")
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)

@@ -26,8 +26,54 @@ def free_port() -> int:
 
 def copy_store(source, target):
     """A consistent copy of a store (SQLite's backup: the WAL's transactions included), at ``target``."""
-    from copersona.store.sqlite import Store
+    from copersona.store import Store
 
     with Store(source, read_only=True) as db:
         db.backup(target)
     return target
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL server of the machine's Debian package (initdb into ``folder``,
+    trust authentication on a loopback port); as root it runs as the ``postgres`` user."""
+
+    def __init__(self, folder):
+        import glob
+        import os
+        import shutil
+
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb")]
+        if not found[-1]:
+            raise RuntimeError("PostgreSQL is not installed: scripts/setup.sh installs Debian's package")
+        self.bin = os.path.dirname(found[-1])
+        self.folder = folder
+        self.port = free_port()
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.as_user:
+            shutil.chown(folder, "postgres", "postgres")
+        data = folder / "data"
+        self._run("initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
+        options = f"-p {self.port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", data, "-o", options, "-l", folder / "server.log", "-w", "start")
+        self._data = data
+        self._databases = 0
+
+    def _run(self, program, *args):
+        subprocess.run([*self.as_user, f"{self.bin}/{program}", *map(str, args)], check=True, capture_output=True)
+
+    def database(self) -> str:
+        """The URL of a new empty database."""
+        import psycopg
+
+        self._databases += 1
+        name = f"store{self._databases}"
+        with psycopg.connect(self.url("postgres"), autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def stop(self):
+        self._run("pg_ctl", "-D", self._data, "-m", "immediate", "stop")

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from copersona.cli import main
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 NASTY = st.sampled_from(
     [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from copersona.generate import request_example
-from copersona.store.sqlite import Store, StoreError
+from copersona.store import Store, StoreError
 
 
 @pytest.fixture(scope="module")

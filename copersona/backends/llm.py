@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
-    from copersona.store.sqlite import Store
+    from copersona.store import Store
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 T = TypeVar("T", bound=BaseModel)

@@ -26,7 +26,7 @@ from copersona.eval.metrics import load_metric
 from copersona.eval.rating_metrics import RATING_METRICS
 from copersona.eval.report import LABELS
 from copersona.inference import Runtime
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 
 @dataclass(frozen=True)

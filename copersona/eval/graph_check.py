@@ -24,7 +24,7 @@ from rouge_score import tokenizers
 from copersona.backends.embed import Embedder
 from copersona.eval.stats import Estimate, bootstrap_mean
 from copersona.graph.multiplex import global_knn
-from copersona.store.sqlite import Store, StoreError
+from copersona.store import Store, StoreError
 
 
 @dataclass

@@ -23,7 +23,7 @@ from copersona.inference import Prediction, Runtime
 from copersona.methods import METHODS, example_key
 from copersona.methods.prompts import item_block
 from copersona.model.trained import ModelSummary
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 PRIMARY_METRIC = "rouge1"
 #: Each task's primary metric (the best baseline is chosen on it) and its metrics.

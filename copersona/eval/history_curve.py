@@ -26,7 +26,7 @@ from copersona.eval.harness import Evaluation, evaluate, select_examples
 from copersona.eval.report import LABELS, write_evaluation
 from copersona.inference import Runtime
 from copersona.methods import METHODS
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 ALL = "all"
 

@@ -7,7 +7,7 @@ Layer m links user u to its top-K peers v by the gated facet similarity (Eq. 5-6
 among the peers with A_uv^(m) >= min_similarity (App. C: K = 5, threshold 0.35, omega = [0.05,
 0.25, 0.60, 0.95] for none, weak, moderate, strong). Edges are directed: v in N_u does not imply
 u in N_v. A pair's combined similarity, the mean of its facet weights over all M facets, is read
-from the stored edges by :meth:`copersona.store.sqlite.Store.neighbours`.
+from the stored edges by :meth:`copersona.store.Store.neighbours`.
 
 :func:`global_knn` is the unstructured alternative the paper argues against: one ungated K-NN
 graph over a single vector per user.
@@ -23,7 +23,7 @@ from copersona.config import GraphConfig
 from copersona.facets.records import RELIABILITY_LEVELS
 from copersona.graph.knn import Neighbours, top_k_neighbours
 from copersona.graph.records import Edge
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 GLOBAL_FACET_KEY = "__global__"
 

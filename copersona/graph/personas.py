@@ -30,7 +30,7 @@ from copersona.facets.profile import profile_text
 from copersona.graph.knn import top_k_neighbours
 from copersona.graph.multiplex import reliability_gates
 from copersona.graph.records import Neighbour, rank_neighbours
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 STORED = "stored persona"
 DERIVED = "derived from the request's {n} profile reviews"

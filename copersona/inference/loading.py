@@ -15,7 +15,7 @@ from copersona.backends.llm import LLM, LLMBackend
 from copersona.config import HarnessConfig
 from copersona.methods import METHODS
 from copersona.model.trained import TrainedModel
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 #: The embedder of stores written before the embedder was pinned.
 DEFAULT_EMBEDDER = "minilm"

@@ -27,7 +27,7 @@ from copersona.model.trained import TrainedModel
 from copersona.progress import Progress
 from copersona.retrieval.budget import Truncation
 from copersona.retrieval.cutoff import DroppedText
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 # The answer ends where the model starts echoing the layout: a new turn or the item block's fields.
 STOP = ("<|im_start|>", "\nItem:", "\nRating:", "\nReview title:", "Write this customer's review")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from copersona.config import BuildConfig
 from copersona.generate import UnknownUser
 from copersona.graph.multiplex import refresh_sources
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 SHINGLE_WORDS = 5
 MIN_SHORT_WORDS = 3

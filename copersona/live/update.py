@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from copersona.build import Build
 from copersona.data.records import Interaction, User
 from copersona.graph.multiplex import repair_layers
-from copersona.store.sqlite import StoreError
+from copersona.store import StoreError
 
 
 @dataclass

@@ -34,7 +34,7 @@ from copersona.retrieval import (
 )
 from copersona.retrieval.history import BM25Retriever
 from copersona.retrieval.review_vectors import ReviewVectors
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 Message = dict[str, str]
 

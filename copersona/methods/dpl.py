@@ -28,7 +28,7 @@ from copersona.data.records import Example, Interaction
 from copersona.data.sanitize import sanitize
 from copersona.facets.profile import STYLE_FEATURES, recent, style_features
 from copersona.methods.writer import ProfileMethod
-from copersona.store.sqlite import StoreError
+from copersona.store import StoreError
 
 _FEATURE = {name: i for i, name in enumerate(STYLE_FEATURES)}
 # Reviews of each side shown to an LLM writer.

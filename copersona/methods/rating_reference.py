@@ -1,7 +1,7 @@
 """No-LLM reference points of the rating task, fitted on training ratings only.
 
 Training ratings are every rated interaction that is no validation or test target
-(:meth:`~copersona.store.sqlite.Store.training_ratings`), and a request for a target of day t sees
+(:meth:`~copersona.store.Store.training_ratings`), and a request for a target of day t sees
 only those written before day t, so neither a held-out rating nor anything later reaches them:
 
 * ``user-mean``: the user's mean rating over their profile;

@@ -26,7 +26,7 @@ from copersona.data.records import Example
 from copersona.facets.records import FacetSummary, ReviewRef
 from copersona.methods import Method, example_key
 from copersona.model.soft_prompt import IGNORE_INDEX
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 # The end-of-turn marker of ChatML templates (SmolLM2, Qwen): training targets end with it so the
 # model learns to stop; for other templates the tokenizer's EOS token is used.

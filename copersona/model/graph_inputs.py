@@ -9,7 +9,7 @@ import torch
 
 from copersona.facets.records import RELIABILITY_LEVELS
 from copersona.graph.knn import top_k_neighbours
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 
 @dataclass

@@ -43,7 +43,7 @@ from copersona.model.personalizer import Personalizer, init_token_embeddings
 from copersona.model.soft_prompt import prepend_soft_prompt
 from copersona.model.trained import MODEL_RECORD, CurvePoint, TargetTokens, TrainedModel, write_json_atomic
 from copersona.progress import Progress
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 CHECKPOINTS_KEPT = 2
 
@@ -295,7 +295,7 @@ class Trainer:
         if personalizer is not None:
             torch.save(personalizer.state_dict(), self.out / "personalizer.pt")
         write_json_atomic(self.out / "curve.json", [asdict(p) for p in curve])
-        plot_curve(curve, self.out / "curve.png", title=f"{self.method_name}: training on {self.store.path.name}")
+        plot_curve(curve, self.out / "curve.png", title=f"{self.method_name}: training on {self.store.name}")
         trained = TrainedModel(
             method=self.method_name,
             base=self.base_spec,

@@ -20,7 +20,7 @@ from copersona.data.records import Interaction
 from copersona.personadb.records import Persona
 from copersona.personadb.refine import Refiner
 from copersona.progress import Progress
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 # Users refined (and written) per transaction.
 BATCH = 64

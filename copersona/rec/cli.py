@@ -54,7 +54,7 @@ def _encoders(db, config, finetuned: Optional[Path], use_finetuned: bool):
 @rec_app.command()
 def index(
     data: Annotated[Path, typer.Argument(help="Ratings and/or review files (a file or a folder), with item metadata.")],
-    store: Annotated[Path, typer.Option(help="The store file (SQLite); created or resumed.")],
+    store: Annotated[str, typer.Option(help="The store, created or resumed: a SQLite file or a postgresql:// URL.")],
     config: ConfigOption = None,
     meta: Annotated[Optional[Path], typer.Option(help="Item metadata file, if not in the data folder.")] = None,
     llm: Annotated[
@@ -86,7 +86,7 @@ def index(
 
 @rec_app.command()
 def train(
-    store: Annotated[Path, typer.Argument(help="A store indexed by `copersona rec index`.")],
+    store: Annotated[str, typer.Argument(help="A store indexed by `copersona rec index` (file or postgresql:// URL).")],
     out: Annotated[Path, typer.Option(help="Folder for the fine-tuned encoder and training.json.")],
     config: ConfigOption = None,
     register: Annotated[bool, typer.Option(help="Make `rec evaluate` and `rec recommend` use this encoder.")] = True,
@@ -111,7 +111,7 @@ def train(
 
 @rec_app.command()
 def evaluate(
-    store: Annotated[Path, typer.Argument(help="A store indexed by `copersona rec index`.")],
+    store: Annotated[str, typer.Argument(help="A store indexed by `copersona rec index` (file or postgresql:// URL).")],
     out: Annotated[Path, typer.Option(help="Folder for results.json, results.csv, report.md, metrics.png.")],
     config: ConfigOption = None,
     finetuned: Annotated[
@@ -145,7 +145,7 @@ def evaluate(
 
 @rec_app.command()
 def recommend(
-    store: Annotated[Path, typer.Argument(help="A store indexed by `copersona rec index`.")],
+    store: Annotated[str, typer.Argument(help="A store indexed by `copersona rec index` (file or postgresql:// URL).")],
     user: Annotated[str, typer.Option(help="The user to recommend for.")],
     config: ConfigOption = None,
     generator: Annotated[str, typer.Option(help="The first-stage generator whose candidates are reranked.")] = "bpr",

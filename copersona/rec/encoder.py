@@ -29,8 +29,8 @@ from copersona.progress import Progress
 from copersona.rec.config import EncoderTraining, RecConfig
 from copersona.rec.profiles import CachedEncoder, entry_text, training_profiles
 from copersona.rec.rerank import PersonaIndex, PersonaReranker
+from copersona.store import StoreError
 from copersona.store.rec import RecStore
-from copersona.store.sqlite import StoreError
 
 #: Token window of one profile entry or persona while training (the inference encoder's own limit applies later).
 TRAIN_MAX_TOKENS = 128

@@ -29,9 +29,9 @@ from copersona.rec.data import load_interactions
 from copersona.rec.profiles import CachedEncoder, entry_text
 from copersona.rec.reasoning import AspectInput, ExtractiveReasoner, ItemEvidence, LLMReasoner, Reasoner
 from copersona.rec.records import Candidates
+from copersona.store import StoreError
 from copersona.store.rec import RecStore
 from copersona.store.records import RunRecord
-from copersona.store.sqlite import StoreError
 
 CHUNK = 256  # records reasoned over and written per transaction
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from copersona.facets.records import Facet, FacetSummary
 from copersona.graph.records import Neighbour, rank_neighbours
 from copersona.retrieval.cutoff import DroppedText, EvidenceCutoff
-from copersona.store.sqlite import Store, StoreError
+from copersona.store import Store, StoreError
 
 SUMMARY_REPLACED = "summary replaced by the peer's earlier quotes"
 PEER_SKIPPED = "peer skipped on this facet"

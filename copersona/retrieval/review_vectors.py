@@ -16,7 +16,7 @@ import numpy as np
 
 from copersona.backends.embed import Embedder
 from copersona.data.records import Interaction
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 # Their row in the store's method_models table.
 STORED_AS = "review-vectors"

@@ -22,7 +22,12 @@ def _loopback(host: str) -> bool:
 
 
 def open_app(
-    store: Path, harness: HarnessConfig, settings: ServeConfig, *, api_keys: Path | None = None, host: str = "127.0.0.1"
+    store: str | Path,
+    harness: HarnessConfig,
+    settings: ServeConfig,
+    *,
+    api_keys: Path | None = None,
+    host: str = "127.0.0.1",
 ):
     """The ASGI app for ``store`` with its service opened (a bad store or spec fails here, not later).
 

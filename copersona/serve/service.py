@@ -24,7 +24,7 @@ from copersona.inference import NO_GENERATOR, Runtime, open_runtime
 from copersona.inspect import user_persona
 from copersona.live import add_reviews, erase_user
 from copersona.methods import METHODS, method_class
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 T = TypeVar("T")
 
@@ -51,7 +51,7 @@ class PersonaService:
     """Answers and persona reads for one store, in the user's voice, on the configured generator."""
 
     def __init__(self, store_path: str | Path, config: HarnessConfig):
-        self.store_path = Path(store_path)
+        self.store_path = store_path
         self.config = config
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copersona-store")
         self._store: Store | None = None

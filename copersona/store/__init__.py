@@ -1,5 +1,6 @@
-"""The SQLite store."""
+"""The store: every stage's typed records in one SQLite file or PostgreSQL database."""
 
-from copersona.store.sqlite import SCHEMA_VERSION, Store, StoreError
+from copersona.store.database import StoreError, is_postgres
+from copersona.store.store import SCHEMA_VERSION, Store
 
-__all__ = ["SCHEMA_VERSION", "Store", "StoreError"]
+__all__ = ["SCHEMA_VERSION", "Store", "StoreError", "is_postgres"]

@@ -9,14 +9,32 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from copersona.data.records import Interaction
 from copersona.rec.records import Alignment, AspectTuple, Candidates, Persona, RecItem, RecSplit
-from copersona.store.sqlite import Store, StoreError, _blob
+from copersona.store.store import Store, StoreError, _blob, upsert
+
+# Each rec table's columns (in the schema's order) and primary key, for its replacing insert.
+_REC_TABLES = {
+    "rec_interactions": (
+        ("user_id", "item_id", "timestamp", "rating", "review_title", "text", "split", "position"),
+        ("user_id", "item_id"),
+    ),
+    "rec_items": (("item_id", "title", "category", "description", "summary"), ("item_id",)),
+    "rec_aspects": (("user_id", "item_id", "aspects", "informative", "method"), ("user_id", "item_id")),
+    "rec_persona_items": (("item_id", "method", "details"), ("item_id",)),
+    "rec_alignments": (("user_id", "item_id", "persona_index", "justification", "method"), ("user_id", "item_id")),
+    "rec_facets": (("user_id", "facet_key", "reliability", "text", "vector"), ("user_id", "facet_key")),
+    "rec_candidates": (("generator", "split", "user_id", "items", "target"), ("generator", "split", "user_id")),
+    "rec_vectors": (("encoder", "text_sha", "vector"), ("encoder", "text_sha")),
+}
+
+
+def _upsert(table: str) -> str:
+    return upsert(table, *_REC_TABLES[table])
 
 
 def text_digest(text: str) -> str:
@@ -28,17 +46,13 @@ class RecStore(Store):
 
     def __init__(self, path: str | Path, *, read_only: bool = False, create: bool = True):
         super().__init__(path, read_only=read_only, create=create)
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if read_only:
-            if "rec_interactions" not in tables:
+            if "rec_interactions" not in self._db.tables():
                 self.close()
                 raise StoreError(f"{self.path}: no recommendation index (`copersona rec index` makes one)")
             return
-        script = resources.files("copersona.store").joinpath("rec_schema.sql").read_text()
         with self.transaction():
-            for statement in script.split(";\n"):
-                if statement.strip():
-                    self._db.execute(statement)
+            self.run_schema_script("rec_schema.sql")
 
     def __enter__(self) -> RecStore:
         return self
@@ -62,7 +76,7 @@ class RecStore(Store):
                 )
             )
         with self.transaction():
-            self._db.executemany("INSERT OR REPLACE INTO rec_interactions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany(_upsert("rec_interactions"), rows)
         return len(rows)
 
     def rec_interactions(self, split: RecSplit | None = None) -> list[tuple[Interaction, RecSplit]]:
@@ -95,7 +109,7 @@ class RecStore(Store):
     def write_items(self, items: Iterable[RecItem]) -> None:
         with self.transaction():
             self._db.executemany(
-                "INSERT OR REPLACE INTO rec_items VALUES (?, ?, ?, ?, ?)",
+                _upsert("rec_items"),
                 [(i.item_id, i.title, i.category, i.description, i.summary) for i in items],
             )
 
@@ -107,7 +121,7 @@ class RecStore(Store):
     def write_aspects(self, rows: Iterable[tuple[str, str, AspectTuple, str]]) -> None:
         with self.transaction():
             self._db.executemany(
-                "INSERT OR REPLACE INTO rec_aspects VALUES (?, ?, ?, ?, ?)",
+                _upsert("rec_aspects"),
                 [(u, i, a.model_dump_json(), int(a.informative()), method) for u, i, a, method in rows],
             )
 
@@ -128,9 +142,7 @@ class RecStore(Store):
                 "INSERT INTO rec_personas VALUES (?, ?, ?)",
                 [(item_id, p.index, p.model_dump_json()) for p in personas],
             )
-            self._db.execute(
-                "INSERT OR REPLACE INTO rec_persona_items VALUES (?, ?, ?)", (item_id, method, json.dumps(details))
-            )
+            self._db.execute(_upsert("rec_persona_items"), (item_id, method, json.dumps(details)))
 
     def items_with_personas_built(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT item_id FROM rec_persona_items")}
@@ -149,7 +161,7 @@ class RecStore(Store):
     def write_alignments(self, alignments: Iterable[Alignment]) -> None:
         with self.transaction():
             self._db.executemany(
-                "INSERT OR REPLACE INTO rec_alignments VALUES (?, ?, ?, ?, ?)",
+                _upsert("rec_alignments"),
                 [(a.user_id, a.item_id, a.persona_index, a.justification, a.method) for a in alignments],
             )
 
@@ -167,7 +179,7 @@ class RecStore(Store):
         """(user, facet key, reliability, facet text, vector) rows."""
         with self.transaction():
             self._db.executemany(
-                "INSERT OR REPLACE INTO rec_facets VALUES (?, ?, ?, ?, ?)",
+                _upsert("rec_facets"),
                 [(u, f, r, t, _blob(v)) for u, f, r, t, v in rows],
             )
 
@@ -194,7 +206,7 @@ class RecStore(Store):
     def write_candidates(self, rows: Iterable[Candidates]) -> None:
         with self.transaction():
             self._db.executemany(
-                "INSERT OR REPLACE INTO rec_candidates VALUES (?, ?, ?, ?, ?)",
+                _upsert("rec_candidates"),
                 [(c.generator, c.split, c.user_id, json.dumps(c.items), c.target) for c in rows],
             )
 
@@ -229,6 +241,6 @@ class RecStore(Store):
     def write_vectors(self, encoder: str, texts: list[str], vectors: np.ndarray) -> None:
         with self.transaction():
             self._db.executemany(
-                "INSERT OR REPLACE INTO rec_vectors VALUES (?, ?, ?)",
+                _upsert("rec_vectors"),
                 [(encoder, text_digest(t), _blob(v)) for t, v in zip(texts, vectors)],
             )

@@ -13,7 +13,7 @@ import pytest
 from copersona.backends import load_llm_backend
 from copersona.backends.llm import LLM, Choice, Request
 from copersona.methods.prompts import RATINGS
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 ASK = [
     {"role": "system", "content": "You are a customer deciding how many stars (1 to 5) to give a product."},

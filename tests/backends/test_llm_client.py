@@ -17,7 +17,7 @@ from copersona.backends import load_llm_backend
 from copersona.backends.digest import weights_digest
 from copersona.backends.llamacpp import packaged_smollm2_path
 from copersona.backends.llm import LLM, Completion, LLMBackend, Request, SoftPrompt, extract_json
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 
 class ScriptedBackend(LLMBackend):

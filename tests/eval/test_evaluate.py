@@ -114,7 +114,7 @@ def test_fine_tuned_and_base_rows_are_not_mixed_silently(built_store, tmp_path):
     from copersona.eval.harness import MixedGeneratorsError, evaluate, select_examples
     from copersona.inference import open_runtime
     from copersona.model.trained import TrainedModel
-    from copersona.store.sqlite import Store
+    from copersona.store import Store
 
     model = TrainedModel(
         method="rag",

@@ -13,7 +13,7 @@ import sqlite3
 import pytest
 from runner import cli
 
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 TINY_BUDGET = """
 [training]

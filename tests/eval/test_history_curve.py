@@ -15,7 +15,7 @@ from copersona.eval.harness import select_examples
 from copersona.eval.history_curve import parse_caps, run_history_caps
 from copersona.facets.profile import split_sentences
 from copersona.methods import example_key
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 PROMPT_METHODS = ["copersona-np", "rag", "pag", "dpl", "persona-db"]
 REVIEW_REFERENCES = ["copy-self", "copy-peer"]

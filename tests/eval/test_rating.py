@@ -13,7 +13,7 @@ from runner import cli
 from copersona.eval.harness import select_examples
 from copersona.methods import REFERENCE_METHODS
 from copersona.retrieval.cutoff import SECONDS_PER_DAY, day
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 LLM_METHODS = ["rag", "persona-db"]
 USERS = 2

@@ -16,7 +16,7 @@ from copersona.graph.multiplex import (
     global_knn,
     reliability_gates,
 )
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 CONFIG = GraphConfig()
 PLACEHOLDER = "No explicit profile information provided."

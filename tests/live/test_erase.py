@@ -15,7 +15,7 @@ from copersona.generate import UnknownUser
 from copersona.graph.multiplex import build_graph
 from copersona.live import erase_user
 from copersona.live.erase import WordMatcher
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 
 def _raw(path) -> bytes:

@@ -13,7 +13,7 @@ from copersona.build import Build
 from copersona.data.records import User
 from copersona.inspect import user_persona
 from copersona.live import add_reviews
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 
 def _personas(path) -> tuple[list, list, list]:

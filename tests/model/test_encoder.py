@@ -22,7 +22,7 @@ from copersona.model.encoder import (  # noqa: E402
 )
 from copersona.model.graph_inputs import PersonaGraph, anchor_embeddings, anchor_neighbour_edges  # noqa: E402
 from copersona.model.personalizer import Personalizer  # noqa: E402
-from copersona.store.sqlite import Store  # noqa: E402
+from copersona.store import Store  # noqa: E402
 
 N, M, D, OUT = 7, 3, 8, 6
 # In-neighbours of each user (row 0 of edge_index: the neighbour; row 1: the user it informs).

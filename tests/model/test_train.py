@@ -25,7 +25,7 @@ from copersona.model.graph_inputs import PersonaGraph  # noqa: E402
 from copersona.model.personalizer import Personalizer  # noqa: E402
 from copersona.model.train import Trainer, TrainingError, train_or_reuse  # noqa: E402
 from copersona.model.trained import MODEL_RECORD, CurvePoint, TrainedModel  # noqa: E402
-from copersona.store.sqlite import Store  # noqa: E402
+from copersona.store import Store  # noqa: E402
 
 L = 4  # virtual tokens
 

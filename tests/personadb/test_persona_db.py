@@ -14,7 +14,7 @@ from copersona.facets.records import ReviewRef
 from copersona.personadb.database import PersonaDB
 from copersona.personadb.records import LEVELS
 from copersona.personadb.refine import ExtractiveRefiner, LLMRefiner
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from copersona.facets.profile import split_sentences
 from copersona.facets.records import FacetSummary, ReviewRef
 from copersona.retrieval.cutoff import LATER, SAME_ITEM, EvidenceCutoff, day
 from copersona.retrieval.peers import PEER_SKIPPED, QUOTE_DROPPED, SUMMARY_REPLACED, PeerIndex
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 DAY = 86_400
 TARGET = Interaction(user_id="u", item_id="target-item", timestamp=10 * DAY + 3600)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from copersona.config import HarnessConfig, ServeConfig
 from copersona.serve import KeyLimits, open_app
 from copersona.serve.app import ApiError
-from copersona.store.sqlite import Store
+from copersona.store import Store
 
 KEY = "test-key-1"
 CHROMIUM = "/usr/bin/chromium"

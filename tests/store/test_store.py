@@ -1,6 +1,8 @@
-"""The SQLite store: round trips, transactions, versions and the run log, on a real database file."""
+"""The store: round trips, transactions, versions and the run log, on a real SQLite file and on a
+real PostgreSQL server (every test that takes ``location`` runs on both)."""
 
 import sqlite3
+import threading
 
 import numpy as np
 import pytest
@@ -9,7 +11,13 @@ from copersona.data.records import Interaction, User
 from copersona.facets.induction import builtin_schema
 from copersona.facets.records import FacetSummary, ReviewRef
 from copersona.graph.records import Edge
-from copersona.store.sqlite import SCHEMA_VERSION, Store, StoreError
+from copersona.store import SCHEMA_VERSION, Store, StoreError
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path):
+    """Where a new store goes: a file, or a new database on the session's PostgreSQL server."""
+    return tmp_path / "s.sqlite" if request.param == "sqlite" else request.getfixturevalue("postgres").database()
 
 
 def _user(user_id: str, n: int) -> User:
@@ -30,8 +38,8 @@ def _user(user_id: str, n: int) -> User:
     )
 
 
-def test_users_round_trip_with_heldout_ranks(tmp_path):
-    with Store(tmp_path / "s.sqlite") as store:
+def test_users_round_trip_with_heldout_ranks(location):
+    with Store(location) as store:
         store.write_users([_user("a", 8), _user("b", 5)], holdout_k=3)
         history, ranks = store.history("a")
         assert [i.item_id for i in history] == [f"i{k}" for k in range(8)]
@@ -46,8 +54,8 @@ def test_users_round_trip_with_heldout_ranks(tmp_path):
         assert store.example_counts() == {split: n for split, n in counted.items() if n}
 
 
-def test_failed_transaction_leaves_nothing(tmp_path):
-    with Store(tmp_path / "s.sqlite") as store:
+def test_failed_transaction_leaves_nothing(location):
+    with Store(location) as store:
         with pytest.raises(RuntimeError):
             with store.transaction():
                 store.write_users([_user("a", 6)], holdout_k=2)
@@ -55,10 +63,10 @@ def test_failed_transaction_leaves_nothing(tmp_path):
         assert store.count("interactions") == 0
 
 
-def test_facet_states_edges_and_neighbours(tmp_path):
+def test_facet_states_edges_and_neighbours(location, tmp_path):
     schema = builtin_schema(3)
     rng = np.random.default_rng(0)
-    with Store(tmp_path / "s.sqlite") as store:
+    with Store(location) as store:
         store.write_schema(schema)
         states = []
         for user in ("a", "b", "c"):
@@ -105,33 +113,64 @@ def test_facet_states_edges_and_neighbours(tmp_path):
         assert copied.schema() is None and copied.get_meta("pinned_config") is None
         assert all(copied.count(t) == 0 for t in ("facets", "facet_states", "edges"))
         assert copied.count("interactions") == 6 and copied.cache_get("k")["text"] == "answer"
-    with Store(tmp_path / "s.sqlite", read_only=True) as original:  # the source is untouched
+    with Store(location, read_only=True) as original:  # the source is untouched
         assert original.count("edges") == 3 and original.schema() is not None
 
 
-def test_cache_and_run_log(tmp_path):
-    with Store(tmp_path / "s.sqlite") as store:
+def test_cache_and_run_log(location):
+    with Store(location) as store:
         run = store.start_run("load")
         store.finish_run(run, "done", {"report": {"source": "x", "read": 3, "kept": 2}})
         assert store.load_reports() == [{"source": "x", "read": 3, "kept": 2}]
         assert store.cache_get("k") is None
         store.cache_put("k", "m", {"p": 1}, "answer", 5, 7, 0.5)
-        assert store.cache_get("k")["text"] == "answer"
-        assert store.cache_stats()["completion_tokens"] == 7
+        store.cache_put("k", "m", {"p": 1}, "answer again", 5, 8, 0.5)  # a key's newest answer replaces it
+        assert store.cache_get("k")["text"] == "answer again"
+        assert store.cache_stats() == {"calls": 1, "prompt_tokens": 5, "completion_tokens": 8, "seconds": 0.5}
+        assert store.start_run("summaries") == run + 1
 
 
-def test_reopen_read_only_and_version_checks(tmp_path):
-    path = tmp_path / "s.sqlite"
-    with Store(path) as store:
+def test_writers_take_turns_and_readers_see_whole_transactions(location):
+    """Several connections (server replicas, a live update) write one store: every write lands,
+    and a reader's snapshot sees another writer's transaction whole or not at all."""
+    Store(location).close()
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        try:
+            with Store(location) as store:
+                for k in range(15):
+                    with store.transaction():
+                        store.cache_put(f"{worker}-{k}-a", "m", {}, "x", 1, 1, 0.1)
+                        store.cache_put(f"{worker}-{k}-b", "m", {}, "x", 1, 1, 0.1)
+        except BaseException as err:  # reported below: a thread's failure must fail the test
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(3)]
+    with Store(location, read_only=True) as reader:
+        for thread in threads:
+            thread.start()
+        seen = []
+        while any(t.is_alive() for t in threads):
+            with reader.snapshot():
+                seen.append(reader.cache_stats()["calls"])
+        for thread in threads:
+            thread.join()
+        assert not errors and reader.cache_stats()["calls"] == 3 * 15 * 2
+    assert all(calls % 2 == 0 for calls in seen)  # never half of a transaction's pair
+
+
+def test_reopen_read_only_and_version_checks(location, tmp_path):
+    with Store(location) as store:
         store.write_users([_user("a", 6)], holdout_k=2)
-    with Store(path, read_only=True) as store:
+    with Store(location, read_only=True) as store:
         assert store.user_ids() == ["a"]
-    db = sqlite3.connect(path)
-    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
-    db.commit()
-    db.close()
+        with pytest.raises(Exception, match="read-only|readonly"):
+            store.set_meta("written", True)
+    with Store(location) as store:  # what a newer CoPersona leaves behind
+        store.set_meta("schema_version", SCHEMA_VERSION + 1)
     with pytest.raises(StoreError, match="newer"):
-        Store(path)
+        Store(location)
     with pytest.raises(StoreError, match="no such store"):
         Store(tmp_path / "missing.sqlite", read_only=True)
     (tmp_path / "junk.sqlite").write_bytes(b"this is not sqlite" * 100)

@@ -1,17 +1,17 @@
-"""The SQLite store: one file, schema-versioned, typed reads and writes, transactional.
+"""The store: schema-versioned, typed reads and writes, transactional, in one SQLite file or one
+PostgreSQL database (:mod:`copersona.store.database`).
 
-Many readers, one writer: the database runs in WAL mode, and every write goes through
-:meth:`Store.transaction`, which takes the write lock up front (``BEGIN IMMEDIATE``) so a stage
-killed half-way leaves either all or none of a batch.
+Many readers, one writer: every write goes through :meth:`Store.transaction`, which takes the
+write lock up front (SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's advisory lock) so a stage killed
+half-way leaves either all or none of a batch.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -24,6 +24,7 @@ from copersona.data.split import examples_for_user, heldout_ranks, split_of_rank
 from copersona.facets.records import ClusterEvidence, Facet, FacetSchema, FacetSummary, ReviewRef, source_of
 from copersona.graph.records import Edge, Neighbour, rank_neighbours
 from copersona.personadb.records import Persona, PersonaUnit
+from copersona.store.database import Database, SQLiteDatabase, StoreError, open_database
 from copersona.store.records import RunRecord
 
 SCHEMA_VERSION = 5
@@ -39,10 +40,28 @@ _INTERACTION_COLUMNS = (
     "item_description",
     "item_category",
 )
+_FACET_STATE_COLUMNS = (
+    "user_id",
+    "facet_key",
+    "summary",
+    "quotes",
+    "reliability",
+    "method",
+    "fallback",
+    "dropped_quotes",
+    "facet_text",
+    "placeholder",
+    "vector",
+    "sources",
+)
 
 
-class StoreError(RuntimeError):
-    """The store file is not a CoPersona store, is newer than this code, or lacks a stage's output."""
+def upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """INSERT of one row that replaces the row with the same ``key`` (both engines' ON CONFLICT)."""
+    marks = ", ".join("?" * len(columns))
+    update = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    action = f"DO UPDATE SET {update}" if update else "DO NOTHING"
+    return f"INSERT INTO {table}({', '.join(columns)}) VALUES ({marks}) ON CONFLICT({', '.join(key)}) {action}"
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -72,56 +91,52 @@ def _matrix(blobs: list[bytes]) -> np.ndarray:
 
 
 class Store:
-    """Typed access to a CoPersona store file."""
+    """Typed access to a CoPersona store: a SQLite file or a ``postgresql://`` database."""
 
     def __init__(self, path: str | Path, *, read_only: bool = False, create: bool = True):
         """Open the store at ``path``: read-only, for writing, or (``create``) making it if absent.
 
-        Only a CoPersona store (or an empty file, when creating) is opened; any other file, a
-        folder, or a missing path where ``create`` is off is refused before anything is written.
+        Only a CoPersona store (or an empty file or database, when creating) is opened; any other
+        file, a folder, or a missing path where ``create`` is off is refused before anything is written.
         """
-        self.path = Path(path)
         self.read_only = read_only
-        if self.path.is_dir():
-            raise StoreError(f"{self.path}: a folder, not a store file")
-        if not self.path.exists():
-            if read_only or not create:
-                raise StoreError(f"{self.path}: no such store (`copersona build` makes one)")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        uri = self.path.resolve().as_uri() + ("?mode=ro" if read_only else "")
-        self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0)
+        self._db: Database = open_database(path, read_only=read_only, create=create)
+        #: Where the store is, for messages: a file path, or the URL without its password.
+        self.path: Path | str = self._db.path if isinstance(self._db, SQLiteDatabase) else self._db.location
         try:
             if not self._is_ours() and (read_only or not create):
                 raise StoreError(f"{self.path}: not a CoPersona store (it is empty)")
             if read_only:
                 self._check_version()
             else:
-                self._check_writable()
-                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.open_for_writing()
                 self._migrate()
-        except sqlite3.DatabaseError as err:
-            self._db.close()
-            raise StoreError(f"{self.path}: not a CoPersona store ({err}); left untouched") from err
         except StoreError:
             self._db.close()
             raise
+        except Exception as err:  # the engine's own error: a file that is no database, say
+            self._db.close()
+            raise StoreError(f"{self.path}: not a CoPersona store ({err}); left untouched") from err
+
+    @property
+    def name(self) -> str:
+        """A short name for titles: the file name, or the database's."""
+        return Path(self.path).name if isinstance(self.path, Path) else self.path.rsplit("/", 1)[-1]
+
+    @property
+    def database(self) -> Database:
+        """The connection underneath, for what works on any table (copying a store between engines)."""
+        return self._db
 
     def _is_ours(self) -> bool:
         """True for a CoPersona store, False for an empty database; any other file is refused."""
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = self._db.tables()
         if not tables:
             return False
         if "meta" in tables and self._db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone():
             return True
         shown = ", ".join(sorted(tables)[:5])
         raise StoreError(f"{self.path}: not a CoPersona store (it holds other tables: {shown}); left untouched")
-
-    def _check_writable(self) -> None:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("ROLLBACK")
-        except sqlite3.OperationalError as err:
-            raise StoreError(f"{self.path}: cannot be written ({err})") from err
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
@@ -141,17 +156,17 @@ class Store:
         return version
 
     def _migrate(self) -> None:
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        version = self._check_version() if "meta" in tables else 0
-        if version < SCHEMA_VERSION:
-            script = resources.files("copersona.store").joinpath("schema.sql").read_text()
-            with self.transaction():
-                for statement in script.split(";\n"):
-                    if statement.strip():
-                        self._db.execute(statement)
+        with self.transaction():
+            version = self._check_version() if "meta" in self._db.tables() else 0
+            if version < SCHEMA_VERSION:
+                self.run_schema_script("schema.sql")
                 if 0 < version < 3:
                     self._add_evidence_sources()
                 self._set_meta("schema_version", SCHEMA_VERSION)
+
+    def run_schema_script(self, name: str) -> None:
+        """Create the tables of one of the package's schema files (inside the open transaction)."""
+        self._db.run_script(resources.files("copersona.store").joinpath(name).read_text())
 
     def _add_evidence_sources(self) -> None:
         """Schema 3: facet states of older stores get evidence sources, conservatively.
@@ -176,31 +191,32 @@ class Store:
         self._db.executemany("UPDATE facet_states SET sources = ? WHERE user_id = ? AND facet_key = ?", updates)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Database]:
         """All writes inside commit together or not at all."""
         if self._db.in_transaction:  # nested: the outer transaction decides
             yield self._db
             return
-        self._db.execute("BEGIN IMMEDIATE")
+        self._db.begin_write()
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.rollback()
             raise
-        self._db.execute("COMMIT")
+        self._db.commit()
 
     @contextmanager
     def snapshot(self) -> Iterator[Store]:
         """Reads inside see one state of the store: a concurrent writer's transaction (a live
-        update, an erasure) is seen whole or not at all, never half (SQLite WAL snapshots)."""
+        update, an erasure) is seen whole or not at all, never half (SQLite WAL snapshots,
+        PostgreSQL repeatable read)."""
         if self._db.in_transaction:
             yield self
             return
-        self._db.execute("BEGIN DEFERRED")
+        self._db.begin_read()
         try:
             yield self
         finally:
-            self._db.execute("COMMIT")
+            self._db.commit()
 
     # -- meta and run log -----------------------------------------------------------------
     def _set_meta(self, key: str, value: Any) -> None:
@@ -219,11 +235,11 @@ class Store:
 
     def start_run(self, stage: str, details: dict | None = None) -> int:
         with self.transaction():
-            cur = self._db.execute(
-                "INSERT INTO runs(stage, started, status, details) VALUES (?, ?, 'running', ?)",
+            row = self._db.execute(
+                "INSERT INTO runs(stage, started, status, details) VALUES (?, ?, 'running', ?) RETURNING run_id",
                 (stage, time.time(), json.dumps(details or {})),
-            )
-        return int(cur.lastrowid)
+            ).fetchone()
+        return int(row[0])
 
     def finish_run(self, run_id: int, status: str, details: dict) -> None:
         """Ends a run; a finished run also closes earlier runs of its stage that were killed while
@@ -282,8 +298,7 @@ class Store:
             for user in users:
                 ranks = heldout_ranks(len(user.interactions), holdout_k)
                 self._db.executemany(
-                    f"INSERT OR REPLACE INTO interactions({', '.join(_INTERACTION_COLUMNS)}, heldout_rank) "
-                    f"VALUES ({', '.join('?' * (len(_INTERACTION_COLUMNS) + 1))})",
+                    upsert("interactions", (*_INTERACTION_COLUMNS, "heldout_rank"), ("user_id", "item_id")),
                     [
                         (*(getattr(i, c) for c in _INTERACTION_COLUMNS), rank)
                         for i, rank in zip(user.interactions, ranks)
@@ -402,7 +417,7 @@ class Store:
     def write_profile_vectors(self, user_ids: list[str], vectors: np.ndarray) -> None:
         with self.transaction():
             self._db.executemany(
-                "INSERT OR REPLACE INTO profile_vectors(user_id, vector) VALUES (?, ?)",
+                upsert("profile_vectors", ("user_id", "vector"), ("user_id",)),
                 [(u, _blob(v)) for u, v in zip(user_ids, vectors)],
             )
 
@@ -438,9 +453,7 @@ class Store:
             )
         with self.transaction():
             self._db.executemany(
-                "INSERT OR REPLACE INTO facet_states(user_id, facet_key, summary, quotes, reliability, method, "
-                "fallback, dropped_quotes, facet_text, placeholder, vector, sources) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                upsert("facet_states", _FACET_STATE_COLUMNS, ("user_id", "facet_key")),
                 rows,
             )
 
@@ -500,10 +513,15 @@ class Store:
         return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
 
     def backup(self, path: str | Path) -> None:
-        """A consistent copy of the whole store at ``path`` (SQLite's online backup)."""
-        with sqlite3.connect(str(path)) as target:
-            self._db.backup(target)
-        target.close()
+        """A consistent copy of the whole store in a new SQLite file at ``path`` (SQLite's online
+        backup from a SQLite store, a row copy in one snapshot from any other)."""
+        if isinstance(self._db, SQLiteDatabase):
+            self._db.backup(path)
+            return
+        from copersona.store.migrate import copy_store
+
+        with Store(path) as target:
+            copy_store(self, target)
 
     def reset_personas(self) -> None:
         """Forget the facet schema and everything built on it (states, graph, calibration, pins).
@@ -569,8 +587,11 @@ class Store:
     ) -> None:
         with self.transaction():
             self._db.execute(
-                "INSERT OR REPLACE INTO llm_cache(key, model, request, response, prompt_tokens, completion_tokens, "
-                "seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                upsert(
+                    "llm_cache",
+                    ("key", "model", "request", "response", "prompt_tokens", "completion_tokens", "seconds", "created"),
+                    ("key",),
+                ),
                 (key, model, json.dumps(request), text, prompt_tokens, completion_tokens, seconds, time.time()),
             )
 
@@ -579,7 +600,14 @@ class Store:
             "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
             "COALESCE(SUM(seconds), 0) FROM llm_cache"
         ).fetchone()
-        return {"calls": row[0], "prompt_tokens": row[1], "completion_tokens": row[2], "seconds": row[3]}
+        # PostgreSQL sums integers as NUMERIC (Decimal): cast, so both engines give the same types.
+        calls, prompt_tokens, completion_tokens, seconds = row
+        return {
+            "calls": int(calls),
+            "prompt_tokens": int(prompt_tokens),
+            "completion_tokens": int(completion_tokens),
+            "seconds": float(seconds),
+        }
 
     # -- trained models and their soft prompts ----------------------------------------------
     def write_soft_prompts(self, model_key: str, user_ids: list[str], prompts: np.ndarray) -> None:
@@ -605,7 +633,7 @@ class Store:
         """Makes ``path`` the model ``evaluate`` uses for ``method``."""
         with self.transaction():
             self._db.execute(
-                "INSERT OR REPLACE INTO trained_models(method, model_key, path, created) VALUES (?, ?, ?, ?)",
+                upsert("trained_models", ("method", "model_key", "path", "created"), ("method",)),
                 (method, model_key, path, time.time()),
             )
 
@@ -674,7 +702,7 @@ class Store:
         words go (answers in their voice are cached under requests holding their history); cluster
         evidence forgets them as a medoid and drops excerpts holding their words.
         """
-        self._db.execute("PRAGMA secure_delete = ON")  # freed pages are zeroed, not left readable
+        self._db.erase_freed_pages()
         removed: dict[str, int] = {}
         for table, where in (
             ("interactions", "user_id = ?"),
@@ -682,9 +710,10 @@ class Store:
             ("facet_states", "user_id = ?"),
             ("soft_prompts", "user_id = ?"),
             ("persona_db_units", "user_id = ?"),
-            ("edges", "source = ?1 OR target = ?1"),
+            ("edges", "source = ? OR target = ?"),
         ):
-            removed[table] = self._db.execute(f"DELETE FROM {table} WHERE {where}", (user_id,)).rowcount
+            params = (user_id,) * where.count("?")
+            removed[table] = self._db.execute(f"DELETE FROM {table} WHERE {where}", params).rowcount
         cached = [
             key
             for key, request, response in self._db.execute("SELECT key, request, response FROM llm_cache")
@@ -718,7 +747,7 @@ class Store:
     def write_method_model(self, method: str, key: str, payload: bytes) -> None:
         with self.transaction():
             self._db.execute(
-                "INSERT OR REPLACE INTO method_models(method, key, payload, created) VALUES (?, ?, ?, ?)",
+                upsert("method_models", ("method", "key", "payload", "created"), ("method", "key")),
                 (method, key, payload, time.time()),
             )
 
@@ -746,22 +775,14 @@ class Store:
             )
 
     def compact(self) -> dict[str, int]:
-        """Rewrite the file so that deleted content is gone from it and from its WAL, not just unlinked.
-
-        Checkpoints the WAL into the file and truncates it, then VACUUMs (a fresh copy without
-        free pages) and truncates the WAL again. Fails when another connection holds a read.
-        """
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._db.execute("VACUUM")
-        busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if busy:
-            raise StoreError(f"{self.path}: another process is reading the store; compact again once it stops")
-        return {"bytes": self.path.stat().st_size}
+        """Rewrite the database so that deleted content is gone from its files, not just unlinked
+        (SQLite: WAL checkpoint and VACUUM; PostgreSQL: VACUUM FULL); its size afterwards."""
+        return {"bytes": self._db.compact()}
 
     # -- counts -----------------------------------------------------------------------------
     def count(self, table: str) -> int:
         """Rows of one of the store's tables (names are checked, never interpolated unseen)."""
-        known = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        known = self._db.tables()
         if table not in known:
             raise ValueError(f"unknown table {table!r}")
         return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
