@@ -4,6 +4,9 @@ Every stage reads records from the store, writes records to the store, skips wha
 there and logs a run with counts and timings, so a killed build resumes where it stopped and ends
 with the same graph as an uninterrupted one. Facet states are written one batch of users per
 transaction; the graph is rebuilt deterministically from them in one transaction.
+
+The per-user stages (profile embedding, facet summaries) run their batches on an engine
+(:mod:`copersona.engines`): in this process, or on Ray; the driver writes every batch.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from copersona.backends.llm import LLM
 from copersona.config import BuildConfig
 from copersona.data.loaders import load_path
 from copersona.data.prepare import prepare_users
+from copersona.data.records import Interaction
+from copersona.engines import Engine, LocalEngine
 from copersona.facets.induction import (
     cluster_features,
     cluster_users,
@@ -28,7 +33,7 @@ from copersona.facets.induction import (
     load_schema_file,
 )
 from copersona.facets.profile import profile_text, recent, style_features
-from copersona.facets.records import FacetSchema
+from copersona.facets.records import FacetSchema, FacetSummary
 from copersona.facets.summarize import AbstractiveSummarizer, ExtractiveSummarizer, Summarizer
 from copersona.graph.multiplex import build_graph
 from copersona.progress import Progress
@@ -44,6 +49,7 @@ class Backends:
     llm_factory: Callable[[Store], LLM]
     _embedder: Embedder | None = field(default=None, init=False, repr=False)
     _llm: LLM | None = field(default=None, init=False, repr=False)
+    _summarizer_of: tuple[FacetSchema, Summarizer] | None = field(default=None, init=False, repr=False)
 
     def embedder(self) -> Embedder:
         if self._embedder is None:
@@ -54,6 +60,20 @@ class Backends:
         if self._llm is None:
             self._llm = self.llm_factory(store)
         return self._llm
+
+    def summarizer(self, schema: FacetSchema, config: BuildConfig, store: Store) -> Summarizer:
+        """One summarizer per schema: making one embeds the facets' query texts, which a live
+        update (one user at a time) should not pay for again."""
+        if self._summarizer_of is None or self._summarizer_of[0] != schema:
+            kind = config.summary.summarizer
+            if kind == "extractive":
+                summarizer: Summarizer = ExtractiveSummarizer(schema, config.summary, self.embedder())
+            elif kind == "abstractive":
+                summarizer = AbstractiveSummarizer(schema, config.summary, self.llm(store))
+            else:
+                raise ValueError(f"unknown summarizer {kind!r}: use 'extractive' or 'abstractive'")
+            self._summarizer_of = (schema, summarizer)
+        return self._summarizer_of[1]
 
     @classmethod
     def of(cls, config: BuildConfig) -> Backends:
@@ -75,6 +95,45 @@ class BuildResult:
 
 # Profiles embedded and written per transaction (a killed build keeps what it embedded).
 PROFILE_CHUNK = 256
+
+
+@dataclass
+class _BuildWorker:
+    """What an engine's worker process needs to load the build's models and open its store."""
+
+    config: BuildConfig
+    store_location: str
+
+    def backends(self) -> Backends:
+        return Backends.of(self.config)
+
+
+@dataclass
+class EmbedProfileTexts(_BuildWorker):
+    """Profile texts -> their embeddings (one batch: a chunk of users' texts)."""
+
+    def open(self, backends: Backends, store: Store) -> Callable[[list[str]], np.ndarray]:
+        return backends.embedder().encode
+
+
+@dataclass
+class SummarizeFacets(_BuildWorker):
+    """Users' profiles -> their facet states with embeddings, by the calibrated summarizer."""
+
+    schema: FacetSchema
+    calibration: dict
+
+    def open(self, backends: Backends, store: Store) -> Callable[[dict], list[tuple[FacetSummary, np.ndarray]]]:
+        summarizer = backends.summarizer(self.schema, self.config, store)
+        summarizer.load_calibration(self.calibration)
+        embedder, placeholder = backends.embedder(), self.config.summary.placeholder
+
+        def summarize(profiles: dict[str, list[Interaction]]) -> list[tuple[FacetSummary, np.ndarray]]:
+            states = summarizer.summarize(profiles)
+            return list(zip(states, embedder.encode([s.facet_text(placeholder) for s in states])))
+
+        return summarize
+
 
 # Settings that shape stored records: a resumed build must use the same ones.
 _PINNED = ("embedder", "summary.summarizer", "facets.num_facets", "data")
@@ -105,12 +164,19 @@ class Build:
         config = BuildConfig.from_dict(raw)
         return cls(store, config, Backends.of(config), progress)
 
-    def __init__(self, store: Store, config: BuildConfig, backends: Backends, progress: Progress | None = None):
+    def __init__(
+        self,
+        store: Store,
+        config: BuildConfig,
+        backends: Backends,
+        progress: Progress | None = None,
+        engine: Engine | None = None,
+    ):
         self.store = store
         self.config = config
         self.backends = backends
         self.progress = progress or Progress()
-        self._summarizer_of: tuple[FacetSchema, Summarizer] | None = None
+        self.engine = engine or LocalEngine()
 
     def run(self, data_path: str | Path | None = None, *, batch_users: int = 32) -> BuildResult:
         self._check_config()
@@ -123,9 +189,9 @@ class Build:
             raise StoreError(
                 f"{self.store.path} was built from {self.store.get_meta('data_path')}, not {data_path}; use a new store"
             )
-        result.stages["profiles"] = self._stage("profiles", self.profiles)
+        result.stages["profiles"] = self._stage("profiles", self.profiles, on_engine=True)
         result.stages["schema"] = self._stage("schema", self.schema)
-        result.stages["summaries"] = self._stage("summaries", lambda: self.summaries(batch_users))
+        result.stages["summaries"] = self._stage("summaries", lambda: self.summaries(batch_users), on_engine=True)
         result.stages["graph"] = self._stage("graph", self.graph)
         return result
 
@@ -140,8 +206,10 @@ class Build:
         # The rest (graph settings, say) may change between runs; the latest run's config is kept.
         self.store.set_meta("build_config", self.config.to_dict())
 
-    def _stage(self, name: str, work: Callable[[], dict]) -> RunRecord:
-        return self.store.run_stage(name, work)
+    def _stage(self, name: str, work: Callable[[], dict], *, on_engine: bool = False) -> RunRecord:
+        """Runs a logged stage; the log says where its work ran (the driver's stages run locally)."""
+        where = self.engine.describe() if on_engine else {"engine": "local"}
+        return self.store.run_stage(name, lambda: {**work(), **where})
 
     # -- stages ------------------------------------------------------------------------------
     def load(self, data_path: str | Path) -> dict:
@@ -171,12 +239,16 @@ class Build:
         todo = sorted(set(profiles) - done)
         if todo:
             facets = self.config.facets
+            chunks = [todo[start : start + PROFILE_CHUNK] for start in range(0, len(todo), PROFILE_CHUNK)]
+            texts = [
+                [profile_text(profiles[u], facets.profile_reviews, facets.profile_max_chars) for u in chunk]
+                for chunk in chunks
+            ]
+            worker = EmbedProfileTexts(self.config, self.store.location)
             with self.progress.stage("embed profiles", total=len(todo)) as advance:
-                for start in range(0, len(todo), PROFILE_CHUNK):
-                    chunk = todo[start : start + PROFILE_CHUNK]
-                    texts = [profile_text(profiles[u], facets.profile_reviews, facets.profile_max_chars) for u in chunk]
-                    self.store.write_profile_vectors(chunk, self.backends.embedder().encode(texts))
-                    advance(len(chunk))
+                for index, vectors in self.engine.map(worker, texts, self.backends, self.store):
+                    self.store.write_profile_vectors(chunks[index], vectors)
+                    advance(len(chunks[index]))
         return {"embedded": len(todo), "reused": len(done)}
 
     def schema(self) -> dict:
@@ -230,19 +302,7 @@ class Build:
         return summarizer
 
     def _summarizer(self, schema: FacetSchema) -> Summarizer:
-        """One summarizer per schema: making one embeds the facets' query texts, which a live update
-        (one user at a time) should not pay for again."""
-        if self._summarizer_of is None or self._summarizer_of[0] != schema:
-            self._summarizer_of = (schema, self._new_summarizer(schema))
-        return self._summarizer_of[1]
-
-    def _new_summarizer(self, schema: FacetSchema) -> Summarizer:
-        kind = self.config.summary.summarizer
-        if kind == "extractive":
-            return ExtractiveSummarizer(schema, self.config.summary, self.backends.embedder())
-        if kind == "abstractive":
-            return AbstractiveSummarizer(schema, self.config.summary, self.backends.llm(self.store))
-        raise ValueError(f"unknown summarizer {kind!r}: use 'extractive' or 'abstractive'")
+        return self.backends.summarizer(schema, self.config, self.store)
 
     def summaries(self, batch_users: int, users: Iterable[str] | None = None) -> dict:
         """Facet states of every user not yet done, one transaction per batch of users.
@@ -269,17 +329,18 @@ class Build:
             self.store.set_meta("summary_calibration", calibration)
         else:
             summarizer.load_calibration(calibration)
-        embedder = self.backends.embedder()
         placeholder = self.config.summary.placeholder
         labels: Counter = Counter()
         fallbacks: Counter = Counter()
         dropped = 0
+        starts = range(0, len(todo), batch_users)
+        batches = [{u: profiles[u] for u in todo[start : start + batch_users]} for start in starts]
+        worker = SummarizeFacets(self.config, self.store.location, schema, calibration)
         with self.progress.stage("facet summaries", total=len(todo)) as advance:
-            for start in range(0, len(todo), batch_users):
-                batch = {u: profiles[u] for u in todo[start : start + batch_users]}
-                states = summarizer.summarize(batch)
-                vectors = embedder.encode([s.facet_text(placeholder) for s in states])
-                self.store.write_facet_states(list(zip(states, vectors)), placeholder)
+            for index, pairs in self.engine.map(worker, batches, self.backends, self.store):
+                self.store.write_facet_states(pairs, placeholder)
+                batch = batches[index]
+                states = [state for state, _ in pairs]
                 labels.update(s.reliability for s in states)
                 fallbacks.update(s.fallback.split(":")[0] for s in states if s.fallback)
                 dropped += sum(s.dropped_quotes for s in states)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -34,6 +34,13 @@ app = typer.Typer(
 # Nothing from data, paths or models is read as console markup (reviews contain brackets): every
 # console prints plain text, and styles are given as styles, never as markup in the text.
 console = Console(stderr=True, markup=False)
+EngineOption = Annotated[
+    str,
+    typer.Option(help="Where per-user work runs: local (this process) or ray (Ray Data actor pools)."),
+]
+RayAddressOption = Annotated[
+    Optional[str], typer.Option(help="A Ray cluster to join (with --engine ray); default: start a local Ray.")
+]
 StoreArgument = Annotated[
     str, typer.Argument(help="A store written by `copersona build`: a SQLite file or a postgresql:// URL.")
 ]
@@ -115,16 +122,19 @@ def build(
     embedder: Annotated[Optional[str], typer.Option(help="Embedder spec: minilm or st:NAME_OR_PATH.")] = None,
     summarizer: Annotated[Optional[str], typer.Option(help="extractive (default) or abstractive.")] = None,
     batch_users: Annotated[int, typer.Option(min=1, help="Users whose facet states are written per transaction.")] = 32,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Build (or resume) the persona graph of DATA into STORE."""
     from copersona.build import Backends, Build
+    from copersona.engines import open_engine
     from copersona.store import Store
 
     build_config = _config(config, llm, embedder, summarizer, limit_users)
     if not data.exists():  # before the store is created: a typo must not leave an empty store behind
         raise FileNotFoundError(f"{data}: no such data file or folder")
-    with Store(store, create=True) as db:
-        runner = Build(db, build_config, Backends.of(build_config), RichProgress())
+    with Store(store, create=True) as db, closing(open_engine(engine, ray_address)) as runs_on:
+        runner = Build(db, build_config, Backends.of(build_config), RichProgress(), runs_on)
         result = runner.run(data, batch_users=batch_users)
         table = Table(title=f"build of {store}")
         for column in ("stage", "seconds", "details"):

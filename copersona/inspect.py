@@ -51,7 +51,10 @@ def overview(store: Store) -> dict:
         "fallbacks": dict(Counter(s.fallback.split(":")[0] for s in states if s.fallback)),
         "llm_cache": store.cache_stats(),
         "load": store.load_reports(),
-        "runs": [{"stage": r.stage, "status": r.status, "seconds": r.seconds} for r in store.runs()],
+        "runs": [
+            {"stage": r.stage, "status": r.status, "seconds": r.seconds, "engine": r.details.get("engine")}
+            for r in store.runs()
+        ],
     }
 
 

@@ -103,6 +103,8 @@ class Store:
         self._db: Database = open_database(path, read_only=read_only, create=create)
         #: Where the store is, for messages: a file path, or the URL without its password.
         self.path: Path | str = self._db.path if isinstance(self._db, SQLiteDatabase) else self._db.location
+        #: What opens the same store from another process (an engine's workers): absolute, with credentials.
+        self.location = str(self._db.path.resolve()) if isinstance(self._db, SQLiteDatabase) else str(path)
         try:
             if not self._is_ours() and (read_only or not create):
                 raise StoreError(f"{self.path}: not a CoPersona store (it is empty)")
