@@ -11,6 +11,7 @@ The per-user stages (profile embedding, facet summaries) run their batches on an
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -98,21 +99,26 @@ PROFILE_CHUNK = 256
 
 
 @dataclass
-class _BuildWorker:
+class _BuildWorker(ABC):
     """What an engine's worker process needs to load the build's models and open its store."""
 
     config: BuildConfig
     store_location: str
 
-    def backends(self) -> Backends:
-        return Backends.of(self.config)
+    def open(self) -> Callable:
+        """In a worker process: the build's models loaded from its config, the store opened by location."""
+        return self.bind(Backends.of(self.config), Store(self.store_location, create=False))
+
+    @abstractmethod
+    def bind(self, backends: Backends, store: Store) -> Callable:
+        """The batch function on these models."""
 
 
 @dataclass
 class EmbedProfileTexts(_BuildWorker):
     """Profile texts -> their embeddings (one batch: a chunk of users' texts)."""
 
-    def open(self, backends: Backends, store: Store) -> Callable[[list[str]], np.ndarray]:
+    def bind(self, backends: Backends, store: Store) -> Callable[[list[str]], np.ndarray]:
         return backends.embedder().encode
 
 
@@ -123,7 +129,7 @@ class SummarizeFacets(_BuildWorker):
     schema: FacetSchema
     calibration: dict
 
-    def open(self, backends: Backends, store: Store) -> Callable[[dict], list[tuple[FacetSummary, np.ndarray]]]:
+    def bind(self, backends: Backends, store: Store) -> Callable[[dict], list[tuple[FacetSummary, np.ndarray]]]:
         summarizer = backends.summarizer(self.schema, self.config, store)
         summarizer.load_calibration(self.calibration)
         embedder, placeholder = backends.embedder(), self.config.summary.placeholder
@@ -246,7 +252,7 @@ class Build:
             ]
             worker = EmbedProfileTexts(self.config, self.store.location)
             with self.progress.stage("embed profiles", total=len(todo)) as advance:
-                for index, vectors in self.engine.map(worker, texts, self.backends, self.store):
+                for index, vectors in self.engine.map(worker, texts, lambda: worker.bind(self.backends, self.store)):
                     self.store.write_profile_vectors(chunks[index], vectors)
                     advance(len(chunks[index]))
         return {"embedded": len(todo), "reused": len(done)}
@@ -337,7 +343,7 @@ class Build:
         batches = [{u: profiles[u] for u in todo[start : start + batch_users]} for start in starts]
         worker = SummarizeFacets(self.config, self.store.location, schema, calibration)
         with self.progress.stage("facet summaries", total=len(todo)) as advance:
-            for index, pairs in self.engine.map(worker, batches, self.backends, self.store):
+            for index, pairs in self.engine.map(worker, batches, lambda: worker.bind(self.backends, self.store)):
                 self.store.write_facet_states(pairs, placeholder)
                 batch = batches[index]
                 states = [state for state, _ in pairs]

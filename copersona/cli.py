@@ -496,6 +496,8 @@ def evaluate(
     neighbours: NeighboursOption = None,
     temperature: TemperatureOption = None,
     seed: SeedOption = None,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Run methods and the no-LLM reference points on one split; write results, a report and plots.
 
@@ -504,6 +506,7 @@ def evaluate(
     `copersona train`), one given with --model, or --finetuned. Methods on different generators are
     refused unless --allow-mixed.
     """
+    from copersona.engines import open_engine
     from copersona.eval.ablation import check_ablations, run_ablations
     from copersona.eval.harness import evaluate as run_evaluation
     from copersona.eval.harness import select_examples
@@ -543,7 +546,7 @@ def evaluate(
                 param_hint="--methods",
             )
     writable_folder(out)  # checked before the work, not after it
-    with Store(store, create=False) as db:
+    with Store(store, create=False) as db, closing(open_engine(engine, ray_address)) as runs_on:
         examples = select_examples(db, split, limit, task=task, profile_cap=profile_cap)
         if not examples:
             raise ValueError(f"{store}: no {split} examples" + (" with a rating" if task == "rating" else ""))
@@ -555,7 +558,7 @@ def evaluate(
             training = TrainingConfig.load(config) if config else TrainingConfig()
             root = models_dir or _models_dir(db)
             trained = train_equal_budget(db, names, root, training, harness_config, given=trained, progress=progress)
-        runtime = open_runtime(db, harness_config, progress=progress, models=trained)
+        runtime = open_runtime(db, harness_config, progress=progress, models=trained, engine=runs_on)
         if caps is not None:
             from copersona.eval.history_curve import run_history_caps, write_history_curve
 

@@ -1,13 +1,13 @@
 """Where per-user work runs: in this process, or as a Ray Data pipeline on a local Ray or a cluster.
 
-A stage hands an engine a *worker*: a picklable recipe whose :meth:`Worker.open` loads what the
-work needs once per process (the embedder, the summarizer) and returns a function from one batch
-of items to one result per item. The local engine opens it here, with the models this process
-already holds, and calls it batch by batch. The Ray engine runs the same recipe in an actor pool
-(Ray Data's ``map_batches`` with ``ActorPoolStrategy``: each actor loads the models once, from
-the recipe's config). Either way the results come back to the caller, which writes each batch to
-the store in one transaction, so a killed run resumes without redoing finished batches, and both
-engines run the same stage functions.
+A stage hands an engine its batches, the batch function bound to this process's models, and a
+*worker*: a picklable recipe whose :meth:`Worker.open` loads the same models in another process
+(the embedder, the summarizer, the generator with the store as its answer cache) and returns the
+same batch function. The local engine calls the bound function batch by batch. The Ray engine
+runs the recipe in an actor pool (Ray Data's ``map_batches`` with ``ActorPoolStrategy``: each
+actor loads the models once). Either way the results come back to the caller, which writes each
+batch to the store in one transaction, so a killed run resumes without redoing finished
+batches, and both engines run the same stage functions.
 """
 
 from __future__ import annotations
@@ -15,31 +15,22 @@ from __future__ import annotations
 import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from copersona.build import Backends
-    from copersona.store import Store
+from typing import Any, Protocol
 
 ENGINES = ("local", "ray")
 # What an engine yields per batch: its index among the batches given, and one result per item.
 Results = tuple[int, list]
 
 
+BatchFunction = Callable[[Any], list]
+
+
 class Worker(Protocol):
     """A picklable recipe for one stage's per-batch work."""
 
-    def open(self, backends: Backends, store: Store) -> Callable[[list], list]:
-        """The batch function, with its models loaded from ``backends`` (and ``store`` for LLM caches)."""
-        ...
-
-    def backends(self) -> Backends:
-        """The models a worker process loads for itself (from the recipe's config)."""
-        ...
-
-    @property
-    def store_location(self) -> str:
-        """Where a worker process opens the store (a file path or a URL)."""
+    def open(self) -> BatchFunction:
+        """In a worker process: load the models (opening the store by its location where the work
+        needs it) and return the batch function."""
         ...
 
 
@@ -47,8 +38,9 @@ class Engine(ABC):
     name: str
 
     @abstractmethod
-    def map(self, worker: Worker, batches: Sequence[Any], backends: Backends, store: Store) -> Iterator[Results]:
-        """``(batch index, results)`` for each batch, in the order they finish."""
+    def map(self, worker: Worker, batches: Sequence[Any], here: Callable[[], BatchFunction]) -> Iterator[Results]:
+        """``(batch index, results)`` for each batch, in the order they finish; ``here()`` is the
+        batch function on this process's models, ``worker`` the recipe of the same for another."""
 
     def describe(self) -> dict:
         """What the run log records of the engine."""
@@ -64,8 +56,8 @@ class LocalEngine(Engine):
 
     name = "local"
 
-    def map(self, worker: Worker, batches: Sequence[Any], backends: Backends, store: Store) -> Iterator[Results]:
-        run = worker.open(backends, store)
+    def map(self, worker: Worker, batches: Sequence[Any], here: Callable[[], BatchFunction]) -> Iterator[Results]:
+        run = here()
         for index, batch in enumerate(batches):
             yield index, run(batch)
 
@@ -77,13 +69,14 @@ class _RayActor:
     """One actor of the pool: opens the worker once, then maps each row's pickled batch."""
 
     def __init__(self, recipe: bytes):
-        from copersona.store import Store
-
-        worker: Worker = pickle.loads(recipe)
-        self._store = Store(worker.store_location, create=False)
-        self._run = worker.open(worker.backends(), self._store)
+        self._worker: Worker = pickle.loads(recipe)
+        self._run: BatchFunction | None = None
 
     def __call__(self, rows: dict[str, Any]) -> dict[str, Any]:
+        # Opened on the first call, not in __init__: Ray Data calls the actor from its own executor
+        # thread, and a SQLite connection (the generator's answer cache) belongs to its thread.
+        if self._run is None:
+            self._run = self._worker.open()
         results = [pickle.dumps(self._run(pickle.loads(payload))) for payload in rows["payload"]]
         return {"index": rows["index"], "result": results}
 
@@ -115,7 +108,7 @@ class RayEngine(Engine):
     def describe(self) -> dict:
         return {"engine": self.name, "ray_address": self.address, "actors": self.actors}
 
-    def map(self, worker: Worker, batches: Sequence[Any], backends: Backends, store: Store) -> Iterator[Results]:
+    def map(self, worker: Worker, batches: Sequence[Any], here: Callable[[], BatchFunction]) -> Iterator[Results]:
         import ray.data
 
         if not batches:

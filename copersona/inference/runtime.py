@@ -15,11 +15,12 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from copersona.backends import LLMSpec
+from copersona.backends import LLMSpec, load_llm_backend
 from copersona.backends.embed import Embedder
 from copersona.backends.llm import LLM, Choice, Completion, Request, SoftPrompt, TextSink
 from copersona.config import HarnessConfig
 from copersona.data.records import Example
+from copersona.engines import BatchFunction, Engine, LocalEngine
 from copersona.inference.loading import cached_llm, finetuned_backend, generator_spec, registered_models, store_embedder
 from copersona.methods import METHODS, Method, MethodInput, Resources, create, example_key, method_class
 from copersona.methods.prompts import RATINGS
@@ -87,6 +88,29 @@ def _whitespace_tokens(text: str) -> int:
     return len(text.split())
 
 
+def answer_batch(llm: LLM, requests: list[Request]) -> list[Choice | Completion]:
+    """Each request's answer, in order: a rating choice where it offers choices, else a completion."""
+    choices = [r for r in requests if r.choices]
+    chosen = iter(llm.choose(choices) if choices else [])
+    completions = iter(llm.generate([r for r in requests if not r.choices]))
+    return [next(chosen) if r.choices else next(completions) for r in requests]
+
+
+@dataclass
+class AnswerRequests:
+    """An engine worker's recipe for :func:`answer_batch`: the method's generator (the base model's
+    spec, or its trained model) loaded in the worker, with the store opened there as its cache."""
+
+    base: str
+    model: TrainedModel | None
+    config: HarnessConfig
+    store_location: str
+
+    def open(self) -> BatchFunction:
+        backend = finetuned_backend(self.model, self.config) if self.model else load_llm_backend(self.base)
+        return functools.partial(answer_batch, LLM(backend, cache=Store(self.store_location, create=False)))
+
+
 class Runtime:
     """Methods over one store, one generator (created only if a method needs it) and one config."""
 
@@ -100,8 +124,10 @@ class Runtime:
         progress: Progress | None = None,
         models: dict[str, TrainedModel] | None = None,
         base_generator: str | None = None,
+        engine: Engine | None = None,
     ):
         self.store = store
+        self.engine = engine or LocalEngine()
         self.config = config
         self.base_generator = base_generator or "the configured generator"
         self._llm_factory = llm
@@ -125,6 +151,7 @@ class Runtime:
             progress=self.progress,
             models=self.models,
             base_generator=self.base_generator,
+            engine=self.engine,
         )
 
     def forget(self) -> None:
@@ -265,19 +292,18 @@ class Runtime:
         requests = [self._request(name, e, inp, max_tokens) for e, inp in zip(examples, inputs)]
         llm = self.generator(name)
         self.generated_with[name] = llm.model_id
-        batch_size = self.config.generation.batch_size
+        size = self.config.generation.batch_size
+        batches = [requests[start : start + size] for start in range(0, len(requests), size)]
+        worker = AnswerRequests(self.base_generator, self.models.get(name), self.config, self.store.location)
         with self.progress.stage(f"generating: {name}", total=len(requests)) as advance:
-            for start in range(0, len(requests), batch_size):
-                batch = slice(start, start + batch_size)
-                choices = [r for r in requests[batch] if r.choices]
-                answers = iter(llm.choose(choices) if choices else [])
-                completions = iter(llm.generate([r for r in requests[batch] if not r.choices]))
-                for prediction, request in zip(predictions[batch], requests[batch]):
+            for index, answers in self.engine.map(worker, batches, lambda: functools.partial(answer_batch, llm)):
+                batch = batches[index]
+                for prediction, request, answer in zip(predictions[index * size :], batch, answers):
                     if request.choices:
-                        prediction.record_choice(next(answers))
+                        prediction.record_choice(answer)
                     else:
-                        prediction.record(next(completions))
-                advance(len(requests[batch]))
+                        prediction.record(answer)
+                advance(len(batch))
         return predictions
 
     def stream(self, name: str, example: Example, on_text: TextSink, *, max_tokens: int | None = None) -> Prediction:
@@ -352,6 +378,7 @@ def open_runtime(
     with_generator: bool = True,
     progress: Progress | None = None,
     models: dict[str, TrainedModel] | None = None,
+    engine: Engine | None = None,
 ) -> Runtime:
     """A runtime whose generator and embedder load from the spec strings, when first needed.
 
@@ -369,4 +396,5 @@ def open_runtime(
         progress=progress,
         models={**registered_models(store), **(models or {})},
         base_generator=spec,
+        engine=engine,
     )

@@ -9,7 +9,7 @@ import pytest
 from runner import cli
 
 METHODS = ["nonperso", "rag", "pag", "dpl", "copersona-np", "copy-self", "copy-peer"]
-USERS = 3
+USERS = 2
 
 
 def _llm_calls(store) -> int:
