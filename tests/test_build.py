@@ -91,7 +91,7 @@ def test_killed_build_resumes_to_the_same_graph(data_dir, tmp_path):
     schema.write_text(builtin_schema(5).model_dump_json())
     config = tmp_path / "config.toml"
     config.write_text(f'[facets]\nschema_file = "{schema}"\n')
-    args = [data_dir / MI, "--config", config, "--limit-users", 30, "--batch-users", 2]
+    args = [data_dir / MI, "--config", config, "--limit-users", 16, "--batch-users", 2]
 
     reference = tmp_path / "reference.sqlite"
     _cli("build", *args[:1], "--store", reference, *args[1:])
@@ -118,7 +118,7 @@ def test_killed_build_resumes_to_the_same_graph(data_dir, tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     done_before = _states(store)
-    assert 0 < done_before < 30
+    assert 0 < done_before < 16
 
     _cli("build", *args[:1], "--store", store, *args[1:])
     db = sqlite3.connect(store)
@@ -129,7 +129,7 @@ def test_killed_build_resumes_to_the_same_graph(data_dir, tmp_path):
     statuses = [r[0] for r in db.execute("SELECT status FROM runs WHERE stage = 'summaries' ORDER BY run_id")]
     db.close()
     assert statuses == ["interrupted", "done"]
-    assert details["reused"] >= done_before and details["users"] + details["reused"] == 30
+    assert details["reused"] >= done_before and details["users"] + details["reused"] == 16
     assert _edges(store) == _edges(reference)
 
 

@@ -20,7 +20,7 @@ from copersona.store.rec import RecStore
 pytest.importorskip("implicit")
 pytest.importorskip("torch_geometric")
 
-USERS = 40
+USERS = 30
 CONFIG = """
 [rec]
 bootstrap = 200
