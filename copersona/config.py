@@ -122,8 +122,18 @@ class GraphConfig:
         "are left out of that facet's layer and find peers through their other facets (Sec. 3.2).",
         default=False,
     )
-    exact_max_users: int = _help("Exact search up to this many users; a faiss HNSW index above.", ge=0, default=20000)
+    exact_max_users: int = _help(
+        "Exact search up to this many users; a faiss inverted file (8-bit codes) above.", ge=0, default=20000
+    )
     candidate_factor: int = _help("Approximate search: candidates fetched per neighbour kept.", ge=1, default=4)
+    ivf_lists: int = _help(
+        "Approximate search: inverted lists; 0 picks a power of two near 4 sqrt(users), at most users / 128.",
+        ge=0,
+        default=0,
+    )
+    ivf_probes: int = _help(
+        "Approximate search: lists scanned per query; 0 picks max(8, lists / 256).", ge=0, default=0
+    )
 
 
 class _TopLevel:

@@ -12,16 +12,22 @@ Two searches compute them:
   bounded by ``block_size``), then ``argpartition`` and a stable sort of the K survivors.
 * ``faiss``: an approximate candidate search, then the exact rule on the candidates. Since
   omega_u is constant within row u, ranking by W_uv is ranking by omega_v * A_uv = e_u . (omega_v
-  e_v), a maximum inner product search of the queries e_u over the scaled rows omega_v e_v. An
-  HNSW graph (faiss ``IndexHNSWFlat``, inner-product metric) over the scaled rows returns
-  ``candidate_factor * K`` candidates per query; their cosine and weight are recomputed exactly,
+  e_v), a maximum inner product search of the queries e_u over the scaled rows omega_v e_v. A faiss
+  inverted-file index (``IndexIVFScalarQuantizer``: spherical k-means lists, 8-bit codes, inner-
+  product metric) over the scaled rows returns ``candidate_factor * K`` candidates per query from
+  its ``probes`` nearest lists; their cosine and weight are recomputed exactly from the float rows,
   self and sub-threshold candidates dropped, and the survivors ranked by the exact rule. A true
-  neighbour is missed only when the HNSW walk does not reach it; in particular, when more peers
-  tie than candidates are fetched, which of them are found is up to the walk (deterministic, but
-  not necessarily the smallest indices).
+  neighbour is missed only when it lies in a list that was not probed, or when its 8-bit score
+  falls outside the candidates; in particular, when more peers tie than candidates are fetched,
+  which of them are found is up to the codes (deterministic, but not necessarily the smallest
+  indices).
 
-``auto`` picks exact up to ``exact_max`` nodes: its cost grows as n^2 d, the HNSW build's as
-about n log(n) d, and below some tens of thousands of nodes exact is fast and has no recall loss.
+``auto`` picks exact up to ``exact_max`` nodes: its cost grows as n^2 d, the inverted file's as
+about n^1.5 d (lists and the nodes scanned per probe both grow as sqrt(n)), and below some tens of
+thousands of nodes exact is fast and has no recall loss. The index holds one byte per dimension
+(a quarter of the float rows) and is filled in batches, so a layer's embeddings are never held
+twice in float. :class:`LayerIndex` keeps a layer searchable for new queries (a persona derived at
+request time) without rebuilding it per query.
 """
 
 from __future__ import annotations
@@ -41,13 +47,48 @@ _EXACT_BLOCK_BYTES = 256 * 2**20
 # Rows of the candidate matrix re-scored at once on the faiss path: (rows, candidates, d) floats.
 _RESCORE_BLOCK_BYTES = 128 * 2**20
 
-# HNSW defaults: M = 32 links per node and efConstruction = 80; on the clustered 384-d unit
-# vectors of benchmarks/graph_build.py they recover 99.9% of the exact top-5 at 100k users, in
-# a quarter of exact search's time.
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 80
-# The search beam is never narrower than this, nor than twice the candidates fetched.
-HNSW_MIN_EF_SEARCH = 64
+# Rows scaled and added to the inverted file at once (float32 rows of d floats).
+_ADD_BATCH_ROWS = 65536
+
+
+@dataclass(frozen=True)
+class IVFParameters:
+    """The inverted file's shape for a layer of ``n`` nodes (:meth:`for_size`), or set by hand.
+
+    Attributes
+    ----------
+    lists : int
+        Coarse clusters (inverted lists): a power of two near 4 sqrt(n), faiss's usual choice, but
+        at most n / 128, so that below about 300k nodes a list holds a neighbourhood's worth of
+        rows and a few probes cover it (at 10k nodes, 4 sqrt(n) lists of 32 rows lost a tenth of
+        the true neighbours at 8 probes on the benchmark's clustered data).
+    probes : int
+        Lists scanned per query: at least 8 and lists / 256, so the share of the layer a query
+        scans shrinks as 1 / sqrt(n) while the lists around a neighbourhood stay covered.
+    training_points : int
+        Rows k-means trains on: 32 per list (faiss asks 39 for a warning-free fit; 32 trains 20%
+        faster and loses nothing measurable here), all rows of a smaller layer.
+    """
+
+    lists: int
+    probes: int
+    training_points: int
+
+    @classmethod
+    def for_size(cls, n: int, *, lists: int = 0, probes: int = 0) -> IVFParameters:
+        """Parameters from the layer size; a positive ``lists`` or ``probes`` overrides its rule."""
+        if lists <= 0:
+            target = 4 * np.sqrt(max(n, 1))
+            lists = int(2 ** round(np.log2(target)))
+            lists = max(1, min(lists, n // _MIN_ROWS_PER_LIST))
+        lists = max(1, min(lists, n))
+        if probes <= 0:
+            probes = max(8, lists // 256)
+        return cls(lists=lists, probes=min(probes, lists), training_points=min(n, _TRAINING_POINTS_PER_LIST * lists))
+
+
+_MIN_ROWS_PER_LIST = 128
+_TRAINING_POINTS_PER_LIST = 32
 
 
 @dataclass(frozen=True)
@@ -88,10 +129,8 @@ def top_k_neighbours(
     method: SearchMethod = "auto",
     exact_max: int = 20000,
     candidate_factor: int = 4,
+    ivf: IVFParameters | None = None,
     block_size: int | None = None,
-    hnsw_m: int = HNSW_M,
-    ef_construction: int = HNSW_EF_CONSTRUCTION,
-    ef_search: int | None = None,
 ) -> Neighbours:
     """Each node's top-K peers by gated weight among those at cosine >= ``min_similarity``.
 
@@ -108,51 +147,179 @@ def top_k_neighbours(
         omega_u > 0 per node; None ranks by the cosine itself (W = A).
     rows : (q,) int, optional
         Query only these node indices (all n nodes remain candidates); default all, q = n.
-    method : {"auto", "exact", "faiss"}
-        Search; "auto" is exact when n <= ``exact_max``, else faiss.
-    exact_max : int
-        Largest n that "auto" searches exactly.
-    candidate_factor : int
-        faiss: candidates fetched per neighbour kept (plus one for the query itself).
-    block_size : int, optional
-        exact: query rows per matrix product; default keeps one block's working memory near
-        256 MiB.
-    hnsw_m, ef_construction : int
-        faiss: HNSW links per node and construction beam width.
-    ef_search : int, optional
-        faiss: search beam width; default max(64, 2 * candidates). faiss widens it to the
-        candidate count if smaller.
+    method, exact_max, candidate_factor, ivf, block_size
+        As in :class:`LayerIndex`.
 
     Returns
     -------
     Neighbours
         (q, k) arrays, rows in the order of ``rows``.
     """
-    vectors = _as_matrix(vectors)
-    n = vectors.shape[0]
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    weights = None if node_weights is None else _as_node_weights(node_weights, n)
-    query_rows = np.arange(n, dtype=np.int64) if rows is None else _as_rows(rows, n)
-    if method == "auto":
-        method = "exact" if n <= exact_max else "faiss"
-    if method == "exact":
-        return _exact(vectors, k, np.float32(min_similarity), weights, query_rows, block_size)
-    if method == "faiss":
+    index = LayerIndex(
+        vectors,
+        node_weights,
+        method=method,
+        exact_max=exact_max,
+        candidate_factor=candidate_factor,
+        ivf=ivf,
+        block_size=block_size,
+    )
+    query_rows = np.arange(index.size, dtype=np.int64) if rows is None else _as_rows(rows, index.size)
+    weights = None if index.weights is None else index.weights[query_rows]
+    return index.search(index.vectors[query_rows], k, min_similarity, weights, exclude=query_rows)
+
+
+class LayerIndex:
+    """One layer's nodes, searchable for the gated top-K of any query vector (Eq. 5-6).
+
+    Built once per layer: the graph build queries it with every node, serving with a persona
+    derived at request time.
+
+    Parameters
+    ----------
+    vectors : (n, d) float32
+        Node embeddings e_v, unit rows; kept (not copied when already float32 and contiguous)
+        for the exact re-scoring.
+    node_weights : (n,) float, optional
+        omega_v > 0 per node; None ranks by the cosine itself.
+    method : {"auto", "exact", "faiss"}
+        "auto" is exact when n <= ``exact_max``, else faiss.
+    exact_max : int
+        Largest n that "auto" searches exactly.
+    candidate_factor : int
+        faiss: candidates fetched per neighbour kept (plus one for the query's own row).
+    ivf : IVFParameters, optional
+        faiss: the inverted file's shape; default :meth:`IVFParameters.for_size` (n).
+    block_size : int, optional
+        exact: query rows per matrix product; default keeps one block's working memory near
+        256 MiB.
+    """
+
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        node_weights: np.ndarray | None = None,
+        *,
+        method: SearchMethod = "auto",
+        exact_max: int = 20000,
+        candidate_factor: int = 4,
+        ivf: IVFParameters | None = None,
+        block_size: int | None = None,
+    ) -> None:
+        self.vectors = _as_matrix(vectors)
+        self.size = self.vectors.shape[0]
+        self.weights = None if node_weights is None else _as_node_weights(node_weights, self.size)
+        if method == "auto":
+            method = "exact" if self.size <= exact_max else "faiss"
+        if method not in ("exact", "faiss"):
+            raise ValueError(f"unknown search method {method!r}: use 'auto', 'exact' or 'faiss'")
         if candidate_factor < 1:
             raise ValueError(f"candidate_factor must be >= 1, got {candidate_factor}")
-        return _approximate(
-            vectors,
-            k,
-            np.float32(min_similarity),
-            weights,
-            query_rows,
-            candidate_factor,
-            hnsw_m,
-            ef_construction,
-            ef_search,
-        )
-    raise ValueError(f"unknown search method {method!r}: use 'auto', 'exact' or 'faiss'")
+        self.method = method
+        self.candidate_factor = candidate_factor
+        self.block_size = block_size
+        self.ivf = None
+        self._faiss_index = None
+        if method == "faiss":
+            self.ivf = ivf or IVFParameters.for_size(self.size)
+            self._faiss_index = build_ivf_index(self.vectors, self.weights, self.ivf)
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        min_similarity: float,
+        query_weights: np.ndarray | None = None,
+        *,
+        exclude: np.ndarray | None = None,
+    ) -> Neighbours:
+        """The top-K nodes of each query by gated weight among those at cosine >= ``min_similarity``.
+
+        Parameters
+        ----------
+        queries : (q, d) float32
+            Unit query rows e_u.
+        k : int
+            Neighbours per query, K >= 0.
+        min_similarity : float
+            Candidates need A_uv >= min_similarity, compared in float32.
+        query_weights : (q,) float, optional
+            omega_u of each query; needed when the index has node weights.
+        exclude : (q,) int, optional
+            A node each query never returns (its own row), -1 for none.
+
+        Returns
+        -------
+        Neighbours
+            (q, k) arrays in query order, indices into the index's nodes.
+        """
+        queries = _as_matrix(queries)
+        q = queries.shape[0]
+        if queries.shape[1] != self.vectors.shape[1]:
+            raise ValueError(f"queries have {queries.shape[1]} dimensions, the index {self.vectors.shape[1]}")
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        if (self.weights is None) != (query_weights is None):
+            raise ValueError("query_weights are needed exactly when the index has node weights")
+        query_weights = None if query_weights is None else _as_node_weights(query_weights, q)
+        exclude = np.full(q, -1, dtype=np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64)
+        threshold = np.float32(min_similarity)
+        if self.method == "exact":
+            return self._exact(queries, k, threshold, query_weights, exclude)
+        return self._approximate(queries, k, threshold, query_weights, exclude)
+
+    def _exact(
+        self, queries: np.ndarray, k: int, threshold: np.float32, query_weights: np.ndarray | None, exclude: np.ndarray
+    ) -> Neighbours:
+        n, q = self.size, queries.shape[0]
+        result = _padding(q, k, "exact")
+        block_size = self.block_size or max(1, _EXACT_BLOCK_BYTES // (_EXACT_BYTES_PER_PAIR * max(n, 1)))
+        columns = np.arange(n, dtype=np.int64)
+        for start in range(0, q, block_size):
+            block = slice(start, min(q, start + block_size))
+            cosine = queries[block] @ self.vectors.T  # (b, n)
+            keys = cosine.copy() if query_weights is None else _gate(cosine, self.weights, query_weights[block])
+            keys[cosine < threshold] = -np.inf
+            own = exclude[block]
+            has_own = np.flatnonzero(own >= 0)
+            keys[has_own, own[has_own]] = -np.inf  # a node is never its own peer
+            positions, ranked = _select(keys, columns, k)
+            found = positions >= 0
+            result.indices[block][found] = positions[found]
+            result.similarity[block][found] = np.take_along_axis(cosine, positions, axis=1)[found]
+            result.weight[block][found] = ranked[found]
+        return result
+
+    def _approximate(
+        self, queries: np.ndarray, k: int, threshold: np.float32, query_weights: np.ndarray | None, exclude: np.ndarray
+    ) -> Neighbours:
+        q, d = queries.shape
+        result = _padding(q, k, "faiss")
+        if k == 0 or q == 0:
+            return result
+        candidates = min(self.size, k * self.candidate_factor + 1)  # +1: the query's own row is usually its best hit
+        _, found = self._faiss_index.search(queries, candidates)  # (q, c); -1 where the probed lists held fewer
+        found = found.astype(np.int64, copy=False)
+        block_size = max(1, _RESCORE_BLOCK_BYTES // (4 * candidates * d))
+        for start in range(0, q, block_size):
+            block = slice(start, min(q, start + block_size))
+            peers = found[block]
+            valid = (peers >= 0) & (peers != exclude[block, None])
+            safe_peers = np.where(valid, peers, 0)
+            # The exact cosine of each candidate: e_u . e_v, batched as (b, 1, d) @ (b, d, c).
+            cosine = np.matmul(queries[block][:, None, :], self.vectors[safe_peers].transpose(0, 2, 1))[:, 0, :]
+            keys = (
+                cosine.copy()
+                if query_weights is None
+                else _gate(cosine, self.weights[safe_peers], query_weights[block])
+            )
+            keys[~valid | (cosine < threshold)] = -np.inf
+            positions, ranked = _select(keys, safe_peers, k)
+            kept = positions >= 0
+            result.indices[block][kept] = np.take_along_axis(safe_peers, positions, axis=1)[kept]
+            result.similarity[block][kept] = np.take_along_axis(cosine, positions, axis=1)[kept]
+            result.weight[block][kept] = ranked[kept]
+        return result
 
 
 def _as_matrix(vectors: np.ndarray) -> np.ndarray:
@@ -251,95 +418,36 @@ def _select(keys: np.ndarray, columns: np.ndarray, k: int) -> tuple[np.ndarray, 
     return positions, chosen
 
 
-def _exact(
-    vectors: np.ndarray,
-    k: int,
-    threshold: np.float32,
-    weights: np.ndarray | None,
-    query_rows: np.ndarray,
-    block_size: int | None,
-) -> Neighbours:
-    n = vectors.shape[0]
-    q = query_rows.size
-    result = _padding(q, k, "exact")
-    if block_size is None:
-        block_size = max(1, _EXACT_BLOCK_BYTES // (_EXACT_BYTES_PER_PAIR * max(n, 1)))
-    columns = np.arange(n, dtype=np.int64)
-    for start in range(0, q, block_size):
-        block = query_rows[start : start + block_size]
-        cosine = vectors[block] @ vectors.T  # (b, n)
-        keys = cosine.copy() if weights is None else _gate(cosine, weights, weights[block])
-        keys[cosine < threshold] = -np.inf
-        keys[np.arange(block.size), block] = -np.inf  # a node is never its own peer
-        positions, ranked = _select(keys, columns, k)
-        found = positions >= 0
-        rows_out = slice(start, start + block.size)
-        result.indices[rows_out][found] = positions[found]
-        result.similarity[rows_out][found] = np.take_along_axis(cosine, positions, axis=1)[found]
-        result.weight[rows_out][found] = ranked[found]
-    return result
+def build_ivf_index(vectors: np.ndarray, weights: np.ndarray | None, parameters: IVFParameters):
+    """A trained and filled faiss ``IndexIVFScalarQuantizer`` over the scaled rows omega_v e_v.
 
-
-def _approximate(
-    vectors: np.ndarray,
-    k: int,
-    threshold: np.float32,
-    weights: np.ndarray | None,
-    query_rows: np.ndarray,
-    candidate_factor: int,
-    hnsw_m: int,
-    ef_construction: int,
-    ef_search: int | None,
-) -> Neighbours:
-    n, d = vectors.shape
-    q = query_rows.size
-    if k == 0 or q == 0:
-        return _padding(q, k, "faiss")
-    candidates = min(n, k * candidate_factor + 1)  # +1: the query itself is usually its own best hit
-    index = build_hnsw_index(
-        vectors if weights is None else vectors * weights[:, None], hnsw_m=hnsw_m, ef_construction=ef_construction
-    )
-    index.hnsw.efSearch = max(HNSW_MIN_EF_SEARCH, 2 * candidates) if ef_search is None else ef_search
-    _, found = index.search(vectors[query_rows], candidates)  # (q, c); -1 where the walk found fewer
-    found = found.astype(np.int64, copy=False)
-
-    result = _padding(q, k, "faiss")
-    block_size = max(1, _RESCORE_BLOCK_BYTES // (4 * candidates * d))
-    for start in range(0, q, block_size):
-        block = query_rows[start : start + block_size]
-        peers = found[start : start + block.size]
-        valid = (peers >= 0) & (peers != block[:, None])
-        safe_peers = np.where(valid, peers, 0)
-        # The exact cosine of each candidate: e_u . e_v, batched as (b, 1, d) @ (b, d, c).
-        cosine = np.matmul(vectors[block][:, None, :], vectors[safe_peers].transpose(0, 2, 1))[:, 0, :]
-        keys = cosine.copy() if weights is None else _gate(cosine, weights[safe_peers], weights[block])
-        keys[~valid | (cosine < threshold)] = -np.inf
-        positions, ranked = _select(keys, safe_peers, k)
-        kept = positions >= 0
-        rows_out = slice(start, start + block.size)
-        result.indices[rows_out][kept] = np.take_along_axis(safe_peers, positions, axis=1)[kept]
-        result.similarity[rows_out][kept] = np.take_along_axis(cosine, positions, axis=1)[kept]
-        result.weight[rows_out][kept] = ranked[kept]
-    return result
-
-
-def build_hnsw_index(points: np.ndarray, *, hnsw_m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION):
-    """A faiss ``IndexHNSWFlat`` with the inner-product metric over ``points`` (n, d) float32.
-
-    Insertion runs on one thread: faiss inserts in parallel under per-node locks, so the graph
-    (and the neighbours found through it) would depend on thread timing. Single-threaded, the
-    graph is a function of the points and their order; level assignment draws from faiss's
-    fixed-seed generator. Searching is parallel and still deterministic, each query's walk being
-    independent of the others.
+    k-means is spherical (unit centroids: a list's centroid is the direction of its rows, and an
+    inner-product assignment does not favour long centroids), trained on ``training_points``
+    rows drawn with a fixed seed; rows are scaled and added ``_ADD_BATCH_ROWS`` at a time, so
+    besides ``vectors`` only the index's 8-bit codes (d bytes per row) and one batch are held.
+    Deterministic for a given machine and thread count (k-means' matrix products are BLAS's).
     """
     import faiss
 
-    index = faiss.IndexHNSWFlat(points.shape[1], hnsw_m, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = ef_construction
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        index.add(np.ascontiguousarray(points, dtype=np.float32))
-    finally:
-        faiss.omp_set_num_threads(threads)
+    n, d = vectors.shape
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFScalarQuantizer(
+        quantizer, d, parameters.lists, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+    )
+    index.cp.spherical = True
+    index.cp.niter = 10
+    index.cp.min_points_per_centroid = min(_TRAINING_POINTS_PER_LIST, n // max(parameters.lists, 1))
+    sample = np.sort(np.random.default_rng(0).choice(n, size=parameters.training_points, replace=False))
+    index.train(_scaled(vectors, weights, sample))
+    for start in range(0, n, _ADD_BATCH_ROWS):
+        index.add(_scaled(vectors, weights, np.arange(start, min(n, start + _ADD_BATCH_ROWS))))
+    index.nprobe = parameters.probes
     return index
+
+
+def _scaled(vectors: np.ndarray, weights: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    """omega_v e_v for ``rows`` (a new array)."""
+    batch = vectors[rows]
+    if weights is not None:
+        batch *= weights[rows, None]
+    return batch

@@ -21,7 +21,7 @@ import numpy as np
 
 from copersona.config import GraphConfig
 from copersona.facets.records import RELIABILITY_LEVELS
-from copersona.graph.knn import Neighbours, top_k_neighbours
+from copersona.graph.knn import IVFParameters, LayerIndex, Neighbours, top_k_neighbours
 from copersona.graph.records import Edge
 from copersona.store import Store
 
@@ -77,9 +77,22 @@ def layer_neighbours(
         config.min_similarity,
         reliability_gates(reliabilities, config),
         rows=rows,
-        exact_max=config.exact_max_users,
-        candidate_factor=config.candidate_factor,
+        **search_settings(config, len(vectors)),
     )
+
+
+def layer_index(vectors: np.ndarray, gates: np.ndarray, config: GraphConfig) -> LayerIndex:
+    """A layer searchable for new queries (a persona derived at request time), as the build searched it."""
+    return LayerIndex(vectors, gates, **search_settings(config, len(vectors)))
+
+
+def search_settings(config: GraphConfig, n: int) -> dict:
+    """The search a layer of ``n`` users gets: exact or approximate, and the index's parameters."""
+    return {
+        "exact_max": config.exact_max_users,
+        "candidate_factor": config.candidate_factor,
+        "ivf": IVFParameters.for_size(n, lists=config.ivf_lists, probes=config.ivf_probes),
+    }
 
 
 def edges_of(

@@ -5,8 +5,8 @@ profile. A request whose profile lacks some of those reviews (a profile cut to i
 reviews in a sparse-history evaluation) must not see what the missing reviews shaped, so its
 persona is derived again from the profile it holds: facet states with the store's frozen summarizer
 and calibration, their embeddings, and each facet layer's top-K searched among everyone else's
-stored vectors with the build's gate, threshold and K (:func:`top_k_neighbours`, so a derived row
-is the row a build on that profile would give). The store is only read.
+stored vectors with the build's gate, threshold, K and search (each layer's :class:`LayerIndex` is
+built once, so a derived row is the row a build on that profile would give). The store is only read.
 
 A request with no edges (an empty profile, a cold start; or too little evidence for any facet)
 finds peers from what the request itself holds, with ``peers.without_edges = "item"``: the target
@@ -27,8 +27,8 @@ from copersona.build import Backends, Build
 from copersona.config import GraphConfig, HarnessConfig
 from copersona.data.records import Example, Interaction
 from copersona.facets.profile import profile_text
-from copersona.graph.knn import top_k_neighbours
-from copersona.graph.multiplex import reliability_gates
+from copersona.graph.knn import LayerIndex
+from copersona.graph.multiplex import layer_index, reliability_gates
 from copersona.graph.records import Neighbour, rank_neighbours
 from copersona.store import Store
 
@@ -89,7 +89,7 @@ class Personas:
         self._stored_profiles = stored_profiles  # the persona profiles the stored personas rest on
         self._memo: dict[tuple, RequestPersona] = {}
         self._build: Build | None = None
-        self._layers: dict[str, tuple[list[str], np.ndarray, np.ndarray]] | None = None
+        self._layers: dict[str, _Layer] | None = None
         self._vectors: dict[str, np.ndarray] | None = None
 
     # -- what is read from the store once ----------------------------------------------------
@@ -118,14 +118,15 @@ class Personas:
             self._vectors = dict(zip(user_ids, vectors))
         return self._vectors
 
-    def _facet_layers(self) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
-        """Per facet: users, unit vectors and gates omega(r_v), as the build searched them."""
+    def _facet_layers(self) -> dict[str, _Layer]:
+        """Per facet: its users and their vectors and gates omega(r_v), searchable as the build searched them."""
         if self._layers is None:
             graph = self.graph_config
             self._layers = {}
             for facet in self.store.schema().facets:
                 users, vectors, labels = self.store.facet_layer(facet.key, placeholders=graph.placeholder_edges)
-                self._layers[facet.key] = (users, vectors, reliability_gates(labels, graph))
+                index = layer_index(vectors, reliability_gates(labels, graph), graph) if users else None
+                self._layers[facet.key] = _Layer(users, {user: row for row, user in enumerate(users)}, index)
         return self._layers
 
     # -- resolution --------------------------------------------------------------------------
@@ -184,21 +185,24 @@ class Personas:
         self, user_id: str, facet_key: str, query: np.ndarray, gate: float, weights: dict[str, dict[str, float]]
     ) -> None:
         """Add the query's top-K in one layer (never the user's own stored row) to ``weights``."""
-        users, vectors, gates = self._facet_layers()[facet_key]
-        keep = np.array([u != user_id for u in users], dtype=bool)
-        others = [u for u, k in zip(users, keep) if k]
-        if not others:
+        layer = self._facet_layers()[facet_key]
+        if not layer.users:
             return
         graph = self.graph_config
-        found = top_k_neighbours(
-            np.vstack([vectors[keep], query[None, :]]),
+        found = layer.index.search(
+            query[None, :],
             graph.top_k,
             graph.min_similarity,
-            np.append(gates[keep], np.float32(gate)),
-            rows=np.array([len(others)]),
-            exact_max=graph.exact_max_users,
-            candidate_factor=graph.candidate_factor,
+            np.array([gate], dtype=np.float32),
+            exclude=np.array([layer.rows.get(user_id, -1)]),
         )
         for index, weight in zip(found.indices[0].tolist(), found.weight[0].tolist()):
             if index >= 0:
-                weights.setdefault(others[index], {})[facet_key] = weight
+                weights.setdefault(layer.users[index], {})[facet_key] = weight
+
+
+@dataclass(frozen=True)
+class _Layer:
+    users: list[str]
+    rows: dict[str, int]  # user id -> row of ``index``
+    index: LayerIndex | None  # None for a layer without users

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from synthetic import clustered_unit_vectors
 
-from copersona.graph.knn import Neighbours, top_k_neighbours
+from copersona.graph.knn import IVFParameters, LayerIndex, Neighbours, top_k_neighbours
 
 OMEGA = {"none": 0.05, "weak": 0.25, "moderate": 0.60, "strong": 0.95}
 
@@ -238,3 +238,42 @@ def test_rejects_non_finite_vectors():
     vectors[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         top_k_neighbours(vectors, 1, 0.35)
+
+
+@pytest.mark.parametrize("method", ["exact", "faiss"])
+def test_a_new_query_finds_what_it_would_find_as_a_node(clustered_layer, method):
+    """Serving searches a built layer with a persona derived at request time: its top-K must be the
+    row it would get as one more node of the layer, with its own stored row left out."""
+    vectors, weights = clustered_layer
+    rng = np.random.default_rng(3)
+    users = rng.choice(len(vectors), size=20, replace=False)
+    queries = vectors[users] + rng.normal(scale=0.05, size=(20, vectors.shape[1])).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    gates = weights[users]
+    index = LayerIndex(vectors, weights, method=method)
+    found = index.search(queries, 5, 0.35, gates, exclude=users)
+    for row, (user, query, gate) in enumerate(zip(users, queries, gates)):
+        others = np.delete(np.arange(len(vectors)), user)
+        as_node = top_k_neighbours(
+            np.vstack([vectors[others], query]), 5, 0.35, np.append(weights[others], gate), rows=[len(others)]
+        )
+        expected = np.where(as_node.indices[0] >= 0, others[np.maximum(as_node.indices[0], 0)], -1)
+        if method == "exact":
+            np.testing.assert_array_equal(found.indices[row], expected)
+        else:
+            assert recall(expected[None], found.indices[row][None]) >= 0.8
+    assert user not in found.indices[-1]
+
+
+@pytest.mark.parametrize(
+    ("n", "lists", "probes", "training_points"),
+    [
+        (1, 1, 1, 1),
+        (3000, 23, 8, 736),
+        (100_000, 781, 8, 24992),
+        (1_000_000, 4096, 16, 131072),
+    ],
+)
+def test_ivf_parameters_grow_with_the_layer(n, lists, probes, training_points):
+    assert IVFParameters.for_size(n) == IVFParameters(lists, probes, training_points)
+    assert IVFParameters.for_size(n, lists=32, probes=4) == IVFParameters(min(32, n), min(4, 32, n), min(n, 1024))
