@@ -314,11 +314,15 @@ class LayerIndex:
                 else _gate(cosine, self.weights[safe_peers], query_weights[block])
             )
             keys[~valid | (cosine < threshold)] = -np.inf
-            positions, ranked = _select(keys, safe_peers, k)
-            kept = positions >= 0
-            result.indices[block][kept] = np.take_along_axis(safe_peers, positions, axis=1)[kept]
-            result.similarity[block][kept] = np.take_along_axis(cosine, positions, axis=1)[kept]
-            result.weight[block][kept] = ranked[kept]
+            # A full sort of the few candidates: key descending, then node ascending (the exact rule's ties).
+            order = np.lexsort((safe_peers, -keys), axis=1)[:, :k]
+            rows = np.arange(order.shape[0])[:, None]
+            ranked = keys[rows, order]
+            kept = np.isfinite(ranked)
+            width = slice(0, order.shape[1])  # fewer candidates than k: the rest stays padding
+            result.indices[block, width][kept] = safe_peers[rows, order][kept]
+            result.similarity[block, width][kept] = cosine[rows, order][kept]
+            result.weight[block, width][kept] = ranked[kept]
         return result
 
 
