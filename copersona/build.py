@@ -333,8 +333,6 @@ class Build:
                 calibration = summarizer.calibrate(profiles)
                 advance(1)
             self.store.set_meta("summary_calibration", calibration)
-        else:
-            summarizer.load_calibration(calibration)
         placeholder = self.config.summary.placeholder
         labels: Counter = Counter()
         fallbacks: Counter = Counter()

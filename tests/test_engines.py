@@ -29,15 +29,15 @@ def test_ray_resumes_a_partly_built_store_to_the_local_engines_and_generates_its
     store = copy_store(built_db.path, tmp_path / "ray.sqlite")
     users = built_db.user_ids()
     with Store(store) as db:
-        # A quarter of the users as a killed build leaves them (no profile vector, no facet
+        # An eighth of the users as a killed build leaves them (no profile vector, no facet
         # states), no graph, no cached answer: the Ray build must redo exactly those.
-        redo = users[::4]
+        redo = users[::8]
         db.forget_personas(redo)
         with db.transaction() as sql:
             sql.execute("DELETE FROM edges")
             sql.execute("DELETE FROM llm_cache")
         config = BuildConfig.from_dict(db.get_meta("build_config"))
-        result = Build(db, config, Backends.of(config), engine=ray_engine).run(batch_users=4)
+        result = Build(db, config, Backends.of(config), engine=ray_engine).run(batch_users=5)
         for stage in ("profiles", "summaries"):
             details = result.stages[stage].details
             assert details["engine"] == "ray" and details["actors"] >= 1

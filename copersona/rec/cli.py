@@ -17,6 +17,10 @@ rec_app = typer.Typer(
 
 ConfigOption = Annotated[Optional[Path], typer.Option(help="Config file; its [rec] table (see `copersona config`).")]
 
+# The main CLI imports this module at its end, once these options exist; rec_app is defined above
+# for the other order (this module imported first).
+from copersona.cli import EngineOption, RayAddressOption  # noqa: E402
+
 
 def _config(path: Optional[Path], **overrides):
     from copersona.rec.config import RecConfig
@@ -62,19 +66,26 @@ def index(
     ] = None,
     embedder: Annotated[Optional[str], typer.Option(help="Encoder spec: minilm or st:NAME_OR_PATH.")] = None,
     limit_users: Annotated[Optional[int], typer.Option(min=1, help="Keep at most N users (first by id).")] = None,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
 ) -> None:
-    """Offline stages: interactions and split, CF candidates, summaries, aspects, personas, alignment (resumable)."""
+    """Offline stages: interactions and split, CF candidates, summaries, aspects, personas, alignment (resumable).
+
+    With --engine ray the item summaries and aspect tuples run in Ray actors."""
+    from contextlib import closing
+
     from rich.table import Table
 
     from copersona.cli import RichProgress, console
+    from copersona.engines import open_engine
     from copersona.rec.index import RecIndex
     from copersona.store.rec import RecStore
 
     settings = _config(config, llm=llm, embedder=embedder, max_users=limit_users)
     if not data.exists():
         raise FileNotFoundError(f"{data}: no such data file or folder")
-    with RecStore(store) as db:
-        stages = RecIndex.of(db, settings, RichProgress()).run(data, meta=meta)
+    with RecStore(store) as db, closing(open_engine(engine, ray_address)) as runs_on:
+        stages = RecIndex.of(db, settings, RichProgress(), runs_on).run(data, meta=meta)
     table = Table(title=f"rec index of {store}")
     for column in ("stage", "seconds", "details"):
         table.add_column(column)

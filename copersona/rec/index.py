@@ -9,12 +9,17 @@ load -> candidates (BPR-MF, LightGCN) -> summaries -> aspects -> personas -> ali
 
 Only training interactions shape the CF models, the aspects, the personas and the alignments; the
 validation and test interactions are targets and nothing else.
+
+The reasoning over items and reviews (item summaries, aspect tuples) runs its chunks on an engine
+(:mod:`copersona.engines`): in this process, or in Ray actors that load the same reasoner (the
+store, opened by location, is the LLM's answer cache); the driver writes every chunk.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +27,7 @@ import scipy.sparse as sp
 
 from copersona.backends.embed import Embedder
 from copersona.backends.llm import LLM
+from copersona.engines import Engine, LocalEngine
 from copersona.progress import Progress
 from copersona.rec.candidates import generator as make_generator
 from copersona.rec.config import RecConfig
@@ -34,6 +40,25 @@ from copersona.store.rec import RecStore
 from copersona.store.records import RunRecord
 
 CHUNK = 256  # records reasoned over and written per transaction
+# Stages whose chunks run on the engine; the others run on the driver.
+ENGINE_STAGES = ("summaries", "aspects")
+
+
+@dataclass
+class ReasonInChunks:
+    """A stage's reasoning (``summaries`` or ``aspects`` of :class:`Reasoner`) over one chunk,
+    loadable in an engine's worker process."""
+
+    config: RecConfig
+    store_location: str
+    stage: str
+
+    def open(self) -> Callable[[list], list]:
+        """In a worker process: the index's reasoner loaded from the config, the store opened by location."""
+        return self.bind(RecIndex.of(RecStore(self.store_location, create=False), self.config))
+
+    def bind(self, index: RecIndex) -> Callable[[list], list]:
+        return getattr(index.reasoner(), self.stage)
 
 
 class RecIndex:
@@ -46,22 +71,26 @@ class RecIndex:
         embedder_factory: Callable[[], Embedder],
         llm_factory: Callable[[RecStore], LLM] | None = None,
         progress: Progress | None = None,
+        engine: Engine | None = None,
     ):
         self.store = store
         self.config = config
         self.progress = progress or Progress()
+        self.engine = engine or LocalEngine()
         self._embedder_factory = embedder_factory
         self._llm_factory = llm_factory
         self._embedder: Embedder | None = None
         self._reasoner: Reasoner | None = None
 
     @classmethod
-    def of(cls, store: RecStore, config: RecConfig, progress: Progress | None = None) -> RecIndex:
+    def of(
+        cls, store: RecStore, config: RecConfig, progress: Progress | None = None, engine: Engine | None = None
+    ) -> RecIndex:
         """The index with the models the config names (loaded only when a stage needs them)."""
         from copersona.backends import load_embedder, load_llm_backend
 
         llm_factory = (lambda s: LLM(load_llm_backend(config.llm), cache=s)) if config.llm else None
-        return cls(store, config, lambda: load_embedder(config.embedder), llm_factory, progress)
+        return cls(store, config, lambda: load_embedder(config.embedder), llm_factory, progress, engine)
 
     # -- models ------------------------------------------------------------------------------
     def embedder(self) -> Embedder:
@@ -100,22 +129,29 @@ class RecIndex:
             ("alignment", self.alignment),
             ("facets", self.facets),
         ):
-            stages[name] = self.store.run_stage(f"rec-{name}", self._counting_llm_calls(work))
+            where = self.engine.describe() if name in ENGINE_STAGES else {"engine": "local"}
+            stages[name] = self.store.run_stage(f"rec-{name}", self._counting_llm_calls(work, where))
         return stages
 
-    def _counting_llm_calls(self, work: Callable[[], dict]) -> Callable[[], dict]:
-        """``work`` whose details also say how many LLM calls it made and how many the cache answered."""
+    def _on_engine(self, stage: str, chunks: list[list]):
+        """``(chunk index, results)`` of the reasoner's ``stage`` over each chunk, as the engine finishes them."""
+        worker = ReasonInChunks(self.config, self.store.location, stage)
+        return self.engine.map(worker, chunks, lambda: worker.bind(self))
+
+    def _counting_llm_calls(self, work: Callable[[], dict], where: dict) -> Callable[[], dict]:
+        """``work`` whose details also say where it ran and how many LLM calls it made here and how many
+        the cache answered (calls in an engine's workers are counted there)."""
 
         def counted() -> dict:
             llm = getattr(self.reasoner(), "llm", None)
             if llm is None:
-                return work()
+                return work() | where
             before = llm.stats.to_dict()
             details = work()
             after = llm.stats.to_dict()
             keys = ("calls", "cache_hits", "structured_failures", "structured_retries")
             details["llm"] = {key: after[key] - before[key] for key in keys} | {"model": llm.model_id}
-            return details
+            return details | where
 
         return counted
 
@@ -211,15 +247,15 @@ class RecIndex:
         items = self.store.items()
         todo = [item for item in items.values() if not item.summary]
         methods: Counter = Counter()
+        chunks = [todo[start : start + CHUNK] for start in range(0, len(todo), CHUNK)]
         with self.progress.stage("item summaries", total=len(todo)) as advance:
-            for start in range(0, len(todo), CHUNK):
-                chunk = todo[start : start + CHUNK]
+            for index, found in self._on_engine("summaries", chunks):
                 written = []
-                for item, (summary, method) in zip(chunk, self.reasoner().summaries(chunk)):
+                for item, (summary, method) in zip(chunks[index], found):
                     written.append(item.model_copy(update={"summary": summary}))
                     methods[method] += 1
                 self.store.write_items(written)
-                advance(len(chunk))
+                advance(len(chunks[index]))
         return {"items": len(items), "summarized": len(todo), "methods": dict(methods)}
 
     def _training_reviews(self) -> list[AspectInput]:
@@ -237,12 +273,11 @@ class RecIndex:
             with self.progress.stage("calibrate aspect slots", total=1) as advance:
                 self.store.set_meta("rec_aspect_calibration", extractive.calibrate(reviews))
                 advance(1)
+        chunks = [todo[start : start + CHUNK] for start in range(0, len(todo), CHUNK)]
         with self.progress.stage("aspect tuples", total=len(todo)) as advance:
-            for start in range(0, len(todo), CHUNK):
-                chunk = todo[start : start + CHUNK]
-                found = reasoner.aspects(chunk)
-                self.store.write_aspects((r.user_id, r.item_id, a, m) for r, (a, m) in zip(chunk, found))
-                advance(len(chunk))
+            for index, found in self._on_engine("aspects", chunks):
+                self.store.write_aspects((r.user_id, r.item_id, a, m) for r, (a, m) in zip(chunks[index], found))
+                advance(len(chunks[index]))
         stored = self.store.aspects()
         informative = sum(a.informative() for a in stored.values())
         return {

@@ -147,6 +147,24 @@ def test_a_rerun_resumes_without_redoing_work(rec_run, data_dir):
     assert changed.returncode == 1 and "other settings (max_users)" in changed.stderr
 
 
+def test_reasoning_chunks_give_in_a_worker_what_they_give_here(db, rec_run):
+    """What `rec index --engine ray` ships to an actor: the recipe, pickled, loads the same reasoner
+    from the config and the store's location, and answers a chunk as the driver's reasoner does."""
+    import pickle
+
+    from copersona.rec.config import RecConfig
+    from copersona.rec.index import ReasonInChunks, RecIndex
+    from copersona.rec.reasoning import AspectInput
+
+    config = RecConfig.load(rec_run["config"])
+    here = RecIndex.of(db, config)
+    reviews = [AspectInput(i.user_id, i.item_id, i) for i, _ in db.rec_interactions("train") if i.text.strip()][:6]
+    items = sorted(db.items().values(), key=lambda item: item.item_id)[:3]
+    for stage, chunk in (("aspects", reviews), ("summaries", items)):
+        recipe = pickle.loads(pickle.dumps(ReasonInChunks(config, db.location, stage)))
+        assert recipe.open()(chunk) == recipe.bind(here)(chunk)
+
+
 def test_evaluation_reports_every_generator_and_reranker_with_intervals(rec_run):
     results = json.loads((rec_run["folder"] / "eval" / "results.json").read_text())
     assert results["task"] == "recommendation"
