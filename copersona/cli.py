@@ -467,7 +467,7 @@ def evaluate(
         Optional[list[str]],
         typer.Option(
             help="Also run an ablation: neighbours, retriever, temperature, facets or retrieval-size (the context "
-            "efficiency curve: 1, 2, 4, 8 retrieved units) (repeatable)."
+            "efficiency curve: 1, 2, 4, 8 retrieved units); NAME=V1,V2 runs only those values (repeatable)."
         ),
     ] = None,
     finetuned: Annotated[

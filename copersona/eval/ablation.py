@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,21 +85,39 @@ def facet_variant(store: Store, num_facets: int, folder: Path, runtime: Runtime)
     return path
 
 
-def check_ablations(names: list[str], runtime: Runtime) -> None:
+def ablation_of(spec: str) -> Ablation:
+    """The ablation ``NAME``, or ``NAME=V1,V2,...`` with the values chosen (of the setting's type)."""
+    name, _, chosen = spec.partition("=")
+    if name not in ABLATIONS:
+        raise ValueError(f"unknown ablation {name!r}: use one of {', '.join(ABLATIONS)}")
+    ablation = ABLATIONS[name]
+    if not chosen:
+        return ablation
+    kind = type(ablation.values[0])
+    try:
+        values = tuple(kind(v.strip()) for v in chosen.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"ablation {name}: values must be {kind.__name__}s, got {chosen!r}") from None
+    if not values:
+        raise ValueError(f"ablation {name}: no values after '='")
+    return dataclasses.replace(ablation, values=values)
+
+
+def check_ablations(specs: list[str], runtime: Runtime) -> None:
     """Refuse, before any work, ablations that are unknown or cannot run on the runtime's generators."""
-    for name in names:
-        if name not in ABLATIONS:
-            raise ValueError(f"unknown ablation {name!r}: use one of {', '.join(ABLATIONS)}")
-        if name == "facets" and runtime.models:
+    for spec in specs:
+        if ablation_of(spec).name == "facets" and runtime.models:
             raise ValueError(
                 "the facets ablation rebuilds the facet stages, which the trained models' inputs and soft "
                 "prompts were made from: run it without --finetuned/--model"
             )
 
 
-def run_ablation(name: str, store: Store, runtime: Runtime, examples: list[Example], out: Path, *, split: str) -> dict:
-    check_ablations([name], runtime)
-    ablation = ABLATIONS[name]
+def run_ablation(spec: str, store: Store, runtime: Runtime, examples: list[Example], out: Path, *, split: str) -> dict:
+    """``spec``: ``NAME`` or ``NAME=V1,V2,...`` (see :func:`ablation_of`)."""
+    check_ablations([spec], runtime)
+    ablation = ablation_of(spec)
+    name = ablation.name
     task = examples[0].task if examples else "review"
     names = RATING_METRICS if task == "rating" else runtime.config.evaluation.metrics
     metrics = [load_metric(m, runtime.config.evaluation) for m in names]
@@ -155,11 +174,12 @@ def plot_ablation(result: dict, path: Path) -> None:
 
 
 def run_ablations(
-    names: list[str], store: Store, runtime: Runtime, examples: list[Example], out: Path, *, split: str
+    specs: list[str], store: Store, runtime: Runtime, examples: list[Example], out: Path, *, split: str
 ) -> list[Path]:
     written = []
-    for name in names:
-        result = run_ablation(name, store, runtime, examples, out, split=split)
+    for spec in specs:
+        result = run_ablation(spec, store, runtime, examples, out, split=split)
+        name = result["ablation"]
         path = out / f"ablation-{name}.json"
         path.write_text(json.dumps(result, indent=2))
         plot_ablation(result, out / f"ablation-{name}.png")

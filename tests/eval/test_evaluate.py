@@ -21,7 +21,9 @@ def _llm_calls(store) -> int:
 def evaluation_run(built_store, tmp_path_factory):
     """One evaluation through the CLI, shared by every test of this module: (output folder, the process)."""
     out = tmp_path_factory.mktemp("evaluation")
-    run = cli("evaluate", built_store, "--out", out, "--limit", USERS, "--judge", "smollm2", "--ablation", "neighbours")
+    run = cli(
+        "evaluate", built_store, "--out", out, "--limit", USERS, "--judge", "smollm2", "--ablation", "neighbours=0,3"
+    )
     return out, run
 
 
@@ -85,7 +87,7 @@ def test_predictions_and_report_are_written(evaluated):
 
 def test_neighbour_ablation_varies_the_peer_count(evaluated):
     ablation = json.loads((evaluated / "ablation-neighbours.json").read_text())
-    assert ablation["values"] == ["0", "1", "2", "3"]
+    assert ablation["values"] == ["0", "3"]  # the values chosen on the command line
     assert all(set(r) == {"copersona-np"} for r in ablation["results"].values())
     assert (evaluated / "ablation-neighbours.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -144,3 +146,26 @@ def test_fine_tuned_and_base_rows_are_not_mixed_silently(built_store, tmp_path):
 def test_unknown_method_is_one_clear_line(built_store, tmp_path):
     result = cli("evaluate", built_store, "--out", tmp_path, "--methods", "magic", check=False)
     assert result.returncode == 1 and "unknown method 'magic'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "values", "error"),
+    [
+        ("neighbours", (0, 1, 2, 3), None),
+        ("neighbours=0, 3", (0, 3), None),
+        ("temperature=0.5,1", (0.5, 1.0), None),
+        ("retriever=bm25,recency", ("bm25", "recency"), None),
+        ("neighbours=two", None, "values must be ints"),
+        ("neighbours=", (0, 1, 2, 3), None),
+        ("neighbours=,", None, "no values"),
+        ("depth=1", None, "unknown ablation 'depth'"),
+    ],
+)
+def test_ablation_values_can_be_chosen(spec, values, error):
+    from copersona.eval.ablation import ablation_of
+
+    if error is not None:
+        with pytest.raises(ValueError, match=error):
+            ablation_of(spec)
+    else:
+        assert ablation_of(spec).values == values
