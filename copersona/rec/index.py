@@ -18,7 +18,7 @@ store, opened by location, is the LLM's answer cache); the driver writes every c
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,10 +133,13 @@ class RecIndex:
             stages[name] = self.store.run_stage(f"rec-{name}", self._counting_llm_calls(work, where))
         return stages
 
-    def _on_engine(self, stage: str, chunks: list[list]):
-        """``(chunk index, results)`` of the reasoner's ``stage`` over each chunk, as the engine finishes them."""
+    def _on_engine(self, stage: str, records: list) -> Iterator[tuple[list, list]]:
+        """``(chunk, results)`` of the reasoner's ``stage`` over ``records`` in chunks of ``CHUNK``, as the
+        engine finishes them."""
+        chunks = [records[start : start + CHUNK] for start in range(0, len(records), CHUNK)]
         worker = ReasonInChunks(self.config, self.store.location, stage)
-        return self.engine.map(worker, chunks, lambda: worker.bind(self))
+        for index, results in self.engine.map(worker, chunks, lambda: worker.bind(self)):
+            yield chunks[index], results
 
     def _counting_llm_calls(self, work: Callable[[], dict], where: dict) -> Callable[[], dict]:
         """``work`` whose details also say where it ran and how many LLM calls it made here and how many
@@ -247,15 +250,14 @@ class RecIndex:
         items = self.store.items()
         todo = [item for item in items.values() if not item.summary]
         methods: Counter = Counter()
-        chunks = [todo[start : start + CHUNK] for start in range(0, len(todo), CHUNK)]
         with self.progress.stage("item summaries", total=len(todo)) as advance:
-            for index, found in self._on_engine("summaries", chunks):
+            for chunk, found in self._on_engine("summaries", todo):
                 written = []
-                for item, (summary, method) in zip(chunks[index], found):
+                for item, (summary, method) in zip(chunk, found):
                     written.append(item.model_copy(update={"summary": summary}))
                     methods[method] += 1
                 self.store.write_items(written)
-                advance(len(chunks[index]))
+                advance(len(chunk))
         return {"items": len(items), "summarized": len(todo), "methods": dict(methods)}
 
     def _training_reviews(self) -> list[AspectInput]:
@@ -273,11 +275,10 @@ class RecIndex:
             with self.progress.stage("calibrate aspect slots", total=1) as advance:
                 self.store.set_meta("rec_aspect_calibration", extractive.calibrate(reviews))
                 advance(1)
-        chunks = [todo[start : start + CHUNK] for start in range(0, len(todo), CHUNK)]
         with self.progress.stage("aspect tuples", total=len(todo)) as advance:
-            for index, found in self._on_engine("aspects", chunks):
-                self.store.write_aspects((r.user_id, r.item_id, a, m) for r, (a, m) in zip(chunks[index], found))
-                advance(len(chunks[index]))
+            for chunk, found in self._on_engine("aspects", todo):
+                self.store.write_aspects((r.user_id, r.item_id, a, m) for r, (a, m) in zip(chunk, found))
+                advance(len(chunk))
         stored = self.store.aspects()
         informative = sum(a.informative() for a in stored.values())
         return {

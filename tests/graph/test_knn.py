@@ -75,7 +75,7 @@ CASES = [
     ),
     pytest.param(
         # ties straddling the cut, where argpartition's pick is arbitrary; 12 nodes, so faiss's
-        # 3 * 4 + 1 candidates are all of them (beyond that, which tied peers a walk finds is
+        # 3 * 4 + 1 candidates are all of them (beyond that, which tied peers the 8-bit codes rank first is
         # the index's business)
         at_angles(*[0] * 12),
         3,
