@@ -86,7 +86,7 @@ def smollm2():
     """The real packaged SmolLM2 under llama.cpp, loaded once (its tokenizer counts budgets)."""
     from copersona.backends import load_llm_backend
 
-    backend = load_llm_backend("smollm2", n_threads=1)
+    backend = load_llm_backend("smollm2")
     yield backend
     backend.close()
 
@@ -151,7 +151,7 @@ def llama_server(tmp_path_factory) -> Iterator[str]:
     """``python -m llama_cpp.server`` on the packaged SmolLM2 (one per session); yields its ``/v1`` base URL."""
     for module in ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings"):
         pytest.importorskip(module, reason="needs llama-cpp-python's server (pip install 'llama-cpp-python[server]')")
-    from copersona.backends.llamacpp import packaged_smollm2_path
+    from copersona.backends.llamacpp import packaged_smollm2_path, physical_cores
 
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
@@ -170,9 +170,9 @@ def llama_server(tmp_path_factory) -> Iterator[str]:
                 "--n_ctx",
                 "2048",
                 "--n_threads",
-                "1",
+                str(physical_cores()),
                 "--n_threads_batch",
-                "1",
+                str(physical_cores()),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

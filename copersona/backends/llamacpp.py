@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.util
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -103,11 +104,23 @@ _SAMPLER_ARGUMENTS = (
 )
 
 
+def physical_cores() -> int:
+    """CPU cores this process may run on, hyperthreads not counted: llama.cpp's threads sync at
+    every op, so a second thread on a core's sibling slows decoding rather than helping it."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        import psutil
+    except ImportError:
+        return usable
+    return max(1, min(usable, psutil.cpu_count(logical=False) or usable))
+
+
 class LlamaCppBackend(LLMBackend):
     """A GGUF model run by llama.cpp; requests in a batch run one after another (single sequence).
 
-    ``n_threads`` sets the CPU threads for both prompt processing and generation; None keeps
-    llama-cpp-python's defaults (half the cores to generate, all of them for prompts). On a machine
+    ``n_threads`` sets the CPU threads for both prompt processing and generation; None takes
+    :func:`physical_cores` (llama-cpp-python's own default, half the logical cores, assumes two
+    hyperthreads per core and generates on one core of two where there are none). On a machine
     shared with other work, fewer threads can be much faster: threads wait on each other at every op.
 
     ``lora_path`` applies a llama.cpp LoRA adapter GGUF (see :func:`copersona.model.gguf_lora.export_lora_gguf`)
@@ -147,11 +160,12 @@ class LlamaCppBackend(LLMBackend):
             if not lora_path.is_file():
                 raise FileNotFoundError(f"{lora_path}: no such LoRA adapter file")
             self.model_id += f"+lora:{weights_digest(lora_path)}"
+        self.threads = n_threads or physical_cores()
         self._llm = Llama(
             model_path=str(path),
             n_ctx=self.context_window,
-            n_threads=n_threads,
-            n_threads_batch=n_threads,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
             seed=seed,
             verbose=verbose,
             lora_path=str(lora_path) if lora_path is not None else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from copersona.backends import load_llm_backend
 from copersona.backends.digest import weights_digest
-from copersona.backends.llamacpp import LlamaCppBackend, gguf_trained_context, packaged_smollm2_path
+from copersona.backends.llamacpp import LlamaCppBackend, gguf_trained_context, packaged_smollm2_path, physical_cores
 from copersona.backends.llm import LLM, Request
 
 pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (pip install 'copersona[embedded]')")
@@ -25,8 +26,7 @@ class Capital(BaseModel):
 
 @pytest.fixture(scope="module")
 def backend():
-    # One thread keeps the timing steady on a busy machine (see LlamaCppBackend); 2048 tokens suffice.
-    loaded = load_llm_backend("smollm2", n_ctx=2048, n_threads=1)
+    loaded = load_llm_backend("smollm2", n_ctx=2048)  # 2048 tokens suffice
     yield loaded
     loaded.close()
 
@@ -41,6 +41,8 @@ def test_backend_describes_itself(backend):
     digest = weights_digest(packaged_smollm2_path())
     assert backend.model_id == f"llamacpp:SmolLM2-135M-Instruct.Q4_1.gguf@{digest}" and len(digest) == 12
     assert backend.context_window == 2048
+    # Every core generates by default (llama-cpp-python: half), never more than this process may use.
+    assert backend.threads == physical_cores() and 1 <= backend.threads <= len(os.sched_getaffinity(0))
 
 
 def test_trained_context_is_read_from_the_gguf_header(tmp_path):
