@@ -1,7 +1,14 @@
-"""Running the real command line from tests, as a user would (a fresh interpreter per call)."""
+"""Running the real command line from tests, as a user would.
+
+``cli`` runs it in the test's own interpreter (``copersona.cli.main``: the same parsing, errors and
+exit codes; the imports and the cached metric models are paid once per session, not per call);
+``cli_process`` in a fresh one, where a test is about the process itself (its console, a kill).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import socket
 import subprocess
 import sys
@@ -10,11 +17,28 @@ MI = "amazon2014-musical-instruments"
 
 
 def cli(*args, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "copersona.cli", *map(str, args)], capture_output=True, text=True, timeout=900
-    )
+    from copersona.cli import main
+
+    argv = list(map(str, args))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else int(done.code is not None)
+    return _checked(subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue()), argv, check)
+
+
+def cli_process(*args, check: bool = True) -> subprocess.CompletedProcess:
+    argv = list(map(str, args))
+    result = subprocess.run([sys.executable, "-m", "copersona.cli", *argv], capture_output=True, text=True, timeout=900)
+    return _checked(result, argv, check)
+
+
+def _checked(result: subprocess.CompletedProcess, argv: list[str], check: bool) -> subprocess.CompletedProcess:
     if check and result.returncode != 0:
-        raise AssertionError(f"copersona {' '.join(map(str, args))} failed:\n{result.stderr[-3000:]}")
+        raise AssertionError(f"copersona {' '.join(argv)} failed:\n{result.stderr[-3000:]}")
     return result
 
 

@@ -6,7 +6,7 @@ import json
 import sqlite3
 
 import pytest
-from runner import cli
+from runner import cli, cli_process
 
 METHODS = ["nonperso", "rag", "pag", "dpl", "copersona-np", "copy-self", "copy-peer"]
 USERS = 2
@@ -21,7 +21,7 @@ def _llm_calls(store) -> int:
 def evaluation_run(built_store, tmp_path_factory):
     """One evaluation through the CLI, shared by every test of this module: (output folder, the process)."""
     out = tmp_path_factory.mktemp("evaluation")
-    run = cli(
+    run = cli_process(  # a fresh interpreter: what its console shows is checked
         "evaluate", built_store, "--out", out, "--limit", USERS, "--judge", "smollm2", "--ablation", "neighbours=0,3"
     )
     return out, run
@@ -94,7 +94,18 @@ def test_neighbour_ablation_varies_the_peer_count(evaluated):
 
 def test_rerun_is_served_from_the_cache(evaluated, built_store, tmp_path):
     before = _llm_calls(built_store)
-    cli("evaluate", built_store, "--out", tmp_path, "--limit", USERS, "--methods", "rag,copersona-np")
+    cli(
+        "evaluate",
+        built_store,
+        "--out",
+        tmp_path,
+        "--limit",
+        USERS,
+        "--methods",
+        "rag,copersona-np",
+        "--metrics",
+        "rouge1",
+    )
     assert _llm_calls(built_store) == before
     old = {(p["method"], p["example"]): p["text"] for p in map(json.loads, (evaluated / "predictions.jsonl").open())}
     for p in map(json.loads, (tmp_path / "predictions.jsonl").open()):

@@ -17,7 +17,11 @@ def _rows(path) -> dict[str, list[tuple]]:
     """Every row of every table of a SQLite store, in one order."""
     db = sqlite3.connect(path)
     tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") if t != "sqlite_sequence"]
-    rows = {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+    # Integer keys (run ids) in numeric order, so that the copy's last run is last whatever the count.
+    rows = {
+        t: sorted(db.execute(f"SELECT * FROM {t}").fetchall(), key=lambda r: (isinstance(r[0], int) and r[0], repr(r)))
+        for t in tables
+    }
     db.close()
     return rows
 
