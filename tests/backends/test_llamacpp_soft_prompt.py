@@ -34,14 +34,11 @@ def backend():
 
 @pytest.fixture(scope="module")
 def base():
-    torch = pytest.importorskip("torch", reason="needs torch")
+    pytest.importorskip("torch", reason="needs torch")
     pytest.importorskip("transformers", reason="needs transformers")
     from copersona.model.base_model import load_base_model
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; this model is small enough for one thread
-    yield load_base_model("smollm2", device="cpu")
-    torch.set_num_threads(threads)
+    return load_base_model("smollm2", device="cpu")
 
 
 def random_soft(length: int = 6, seed: int = 0) -> SoftPrompt:

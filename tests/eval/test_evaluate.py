@@ -22,7 +22,7 @@ def evaluation_run(built_store, tmp_path_factory):
     """One evaluation through the CLI, shared by every test of this module: (output folder, the process)."""
     out = tmp_path_factory.mktemp("evaluation")
     run = cli_process(  # a fresh interpreter: what its console shows is checked
-        "evaluate", built_store, "--out", out, "--limit", USERS, "--judge", "smollm2", "--ablation", "neighbours=0,3"
+        "evaluate", built_store, "--out", out, "--limit", USERS, "--ablation", "neighbours=0,3"
     )
     return out, run
 
@@ -50,10 +50,6 @@ def test_results_cover_every_method_and_metric(evaluated):
         assert set(method["metrics"]) == {"rouge1", "rougeL", "meteor", "bleu", "bertscore"}
         for estimate in method["metrics"].values():
             assert estimate["n"] == USERS and estimate["low"] <= estimate["mean"] <= estimate["high"]
-        judged = method["judge"]
-        assert set(judged) == {"authenticity", "practical_details", "human_likeness"}
-        assert 0 <= method["judge_failures"] <= USERS
-        assert all(j["n"] == USERS - method["judge_failures"] for j in judged.values())  # failures are not in n
     assert results["best_baseline"] in ("nonperso", "rag", "pag", "dpl")
     against = results["comparisons"]["copersona-np"]
     assert list(against)[0] == results["best_baseline"] and set(against) == set(METHODS) - {"copersona-np"}
@@ -110,6 +106,19 @@ def test_rerun_is_served_from_the_cache(evaluated, built_store, tmp_path):
     old = {(p["method"], p["example"]): p["text"] for p in map(json.loads, (evaluated / "predictions.jsonl").open())}
     for p in map(json.loads, (tmp_path / "predictions.jsonl").open()):
         assert old[(p["method"], p["example"])] == p["text"]
+
+
+def test_the_judge_scores_every_row(evaluated, built_store, tmp_path):
+    """The LLM judge on the cached answers of one method and both reference points."""
+    cli("evaluate", built_store, "--out", tmp_path, "--limit", USERS, "--methods", "rag", "--metrics", "rouge1",
+        "--judge", "smollm2")  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["methods"]) == ["rag", "copy-self", "copy-peer"]
+    for method in results["methods"].values():
+        judged = method["judge"]
+        assert set(judged) == {"authenticity", "practical_details", "human_likeness"}
+        assert 0 <= method["judge_failures"] <= USERS
+        assert all(j["n"] == USERS - method["judge_failures"] for j in judged.values())  # failures are not in n
 
 
 def test_generate_explains_its_input(built_store):

@@ -33,7 +33,6 @@ R, ALPHA = 16, 32
 def base():
     from copersona.model.base_model import load_base_model
 
-    torch.set_num_threads(1)  # the machine is shared; this model is small enough for one thread
     return load_base_model("smollm2", device="cpu")
 
 

@@ -85,13 +85,10 @@ def base():
     pytest.importorskip("transformers", reason="needs transformers")
     from copersona.model.base_model import load_base_model
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; this model is small enough for one thread
     base = load_base_model("smollm2", device="cpu")
     base.model.eval()
     base.model.requires_grad_(False)
-    yield base
-    torch.set_num_threads(threads)
+    return base
 
 
 def _ids(base, text: str) -> torch.Tensor:

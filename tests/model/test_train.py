@@ -59,14 +59,6 @@ def tiny(**changes) -> TrainingConfig:
     return TrainingConfig.from_dict(raw)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; a 135M model at 160 tokens needs no more
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def store(built_store, tmp_path_factory):
     """A writable copy: training writes soft prompts into the store, the session's build stays as built."""
