@@ -787,7 +787,6 @@ def main(args: list[str] | None = None) -> None:
     """
     from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer vendors click
 
-    from copersona.facets.induction import SchemaError
     from copersona.store import StoreError
 
     try:
@@ -802,7 +801,7 @@ def main(args: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         console.print("interrupted; rerun the same command to resume", style="yellow")
         raise SystemExit(130) from None
-    except (StoreError, SchemaError, ValueError, OSError) as err:
+    except (StoreError, ValueError, OSError) as err:  # a facet schema's SchemaError is a ValueError
         _fail(str(err))
     except Exception as err:
         if os.environ.get("COPERSONA_TRACEBACK"):
