@@ -153,7 +153,7 @@ def llama_server(tmp_path_factory) -> Iterator[str]:
         pytest.importorskip(module, reason="needs llama-cpp-python's server (pip install 'llama-cpp-python[server]')")
     from copersona.backends.llamacpp import packaged_smollm2_path, physical_cores
 
-    port = free_port()
+    port, threads = free_port(), str(physical_cores())
     log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -170,9 +170,9 @@ def llama_server(tmp_path_factory) -> Iterator[str]:
                 "--n_ctx",
                 "2048",
                 "--n_threads",
-                str(physical_cores()),
+                threads,
                 "--n_threads_batch",
-                str(physical_cores()),
+                threads,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

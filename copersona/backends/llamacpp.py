@@ -112,7 +112,7 @@ def physical_cores() -> int:
         import psutil
     except ImportError:
         return usable
-    return max(1, min(usable, psutil.cpu_count(logical=False) or usable))
+    return min(usable, psutil.cpu_count(logical=False) or usable)
 
 
 class LlamaCppBackend(LLMBackend):
