@@ -8,7 +8,7 @@ LLM specs (:func:`load_llm_backend`):
 * ``openai:MODEL@BASE_URL``: an OpenAI-compatible server, e.g.
   ``openai:qwen2.5-7b@http://localhost:8000/v1`` (vLLM, llama.cpp server, Ollama, hosted APIs).
 * ``hf:PATH_OR_NAME``: a local Hugging Face checkpoint run by transformers.
-* ``hf-gguf:PATH.gguf``: a GGUF file dequantized and run by transformers; ``hf-gguf:smollm2`` is
+* ``hf-gguf:PATH.gguf``: a GGUF file dequantized (once per machine) and run by transformers; ``hf-gguf:smollm2`` is
   the packaged one.
 
 Backend modules are imported only when their spec is asked for, so a missing optional dependency

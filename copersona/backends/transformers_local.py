@@ -1,4 +1,4 @@
-"""A local Hugging Face model run by transformers: a checkpoint folder, or a GGUF file dequantized.
+"""A local Hugging Face model run by transformers: a checkpoint folder, or a GGUF file dequantized once.
 
 This backend needs no server and runs anything transformers can load, on CUDA where present. It
 has no constrained decoding: :class:`~copersona.backends.llm.LLM` validates structured answers
@@ -9,11 +9,12 @@ batches; a sampled request's text therefore depends on its seed *and* on its bat
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from itertools import groupby
 from pathlib import Path
 
-from copersona.backends.digest import folder_digest, weights_digest
+from copersona.backends.digest import cache_dir, folder_digest, weights_digest
 from copersona.backends.llm import Completion, LLMBackend, Request
 
 # A local checkpoint's weight files, hashed into the model id.
@@ -37,6 +38,45 @@ def resolve_dtype(dtype: str, device: str):
     if not device.startswith("cuda"):
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def dequantized_checkpoint(gguf_path: str | Path) -> Path:
+    """A safetensors checkpoint (model and tokenizer) of ``gguf_path``, converted on first use only.
+
+    transformers can load a GGUF file directly, but it dequantizes every tensor and rebuilds the
+    tokenizer on each load (the packaged SmolLM2: about 50 s here, a 7B model minutes; reading the
+    converted checkpoint: under a second). The checkpoint lives in the cache folder, named by the
+    GGUF's digest, so the conversion is paid once per machine and file.
+
+    The conversion is written to a temporary folder and renamed into place, so an interrupted
+    conversion never leaves a half checkpoint that a later load would trust.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    target = cache_dir() / "models" / f"{gguf_path.stem}-{weights_digest(gguf_path)}"
+    if (target / "config.json").exists():
+        return target
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    files = {"gguf_file": gguf_path.name, "local_files_only": True}
+    import torch
+
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), dtype=torch.float32, **files)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), **files)
+    # The weights are plain float tensors now; dropping the GGUF marker lets transformers save them.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        partial.rename(target)
+    except OSError:  # another process finished the same conversion first
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
 
 
 def _decoding_key(request: Request) -> tuple:
@@ -81,12 +121,14 @@ class TransformersBackend(LLMBackend):
         self.device = resolve_device(device)
         self.batch_size = batch_size
         source = str(path_or_name)
-        files = {"local_files_only": True, "gguf_file": gguf_file} if gguf_file else {"local_files_only": True}
-        self.tokenizer = AutoTokenizer.from_pretrained(source, **files)
+        # A GGUF is read from its dequantized checkpoint; its identity stays the GGUF's digest.
+        checkpoint = str(dequantized_checkpoint(Path(source) / gguf_file)) if gguf_file else source
+        files = {"local_files_only": True}
+        self.tokenizer = AutoTokenizer.from_pretrained(checkpoint, **files)
         self.tokenizer.padding_side = "left"  # generation continues every row from its last real token
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(dtype, self.device), **files)
+        self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=resolve_dtype(dtype, self.device), **files)
         name = gguf_file or (Path(source).name if Path(source).is_dir() else source)
         self.model_id = f"hf-gguf:{name}" if gguf_file else f"hf:{name}"
         if gguf_file:

@@ -1,4 +1,4 @@
-"""The transformers backend on the packaged SmolLM2 GGUF, dequantized by transformers, for real."""
+"""The transformers backend on the packaged SmolLM2 GGUF, dequantized by transformers (once per machine), for real."""
 
 from __future__ import annotations
 
