@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from copersona.backends.digest import weights_digest
+from copersona.backends.digest import remembered, weights_digest
 from copersona.backends.llm import Completion, LLMBackend, Request, SoftPrompt, TextSink
 
 _EMBEDDED_HINT = "pip install 'copersona[embedded]'"
@@ -49,9 +49,16 @@ def gguf_trained_context(path: str | Path) -> int | None:
     """The context length a GGUF model was trained with, read from the file's metadata.
 
     Read with the ``gguf`` package's memory-mapped reader rather than by opening the model, which
-    would allocate a KV cache just to learn how large a window to open it with. None when the file
-    does not say or cannot be read as GGUF (llama.cpp then reports what is wrong when it opens it).
+    would allocate a KV cache just to learn how large a window to open it with. The reader parses
+    every field, the tokenizer's vocabulary too (about 10 s for the packaged SmolLM2), so the answer
+    is remembered per version of the file (:func:`~copersona.backends.digest.remembered`). None when
+    the file does not say or cannot be read as GGUF (llama.cpp then reports what is wrong when it
+    opens it).
     """
+    return remembered(path, "gguf-trained-context.json", _read_trained_context)
+
+
+def _read_trained_context(path: Path) -> int | None:
     from gguf import GGUFReader
 
     try:

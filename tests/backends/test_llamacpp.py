@@ -45,7 +45,8 @@ def test_backend_describes_itself(backend):
     assert backend.threads == physical_cores() and 1 <= backend.threads <= len(os.sched_getaffinity(0))
 
 
-def test_trained_context_is_read_from_the_gguf_header(tmp_path):
+def test_trained_context_is_read_from_the_gguf_header_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("COPERSONA_CACHE", str(tmp_path / "cache"))
     assert gguf_trained_context(packaged_smollm2_path()) == 8192
     not_gguf = tmp_path / "model.gguf"
     not_gguf.write_bytes(b"not a gguf file")
@@ -54,6 +55,10 @@ def test_trained_context_is_read_from_the_gguf_header(tmp_path):
     with open(packaged_smollm2_path(), "rb") as model:
         truncated.write_bytes(model.read(40))
     assert gguf_trained_context(truncated) is None
+    # Remembered per version of the file: the header is not parsed again.
+    assert (tmp_path / "cache" / "gguf-trained-context.json").exists()
+    monkeypatch.setattr("copersona.backends.llamacpp._read_trained_context", lambda path: pytest.fail("read again"))
+    assert gguf_trained_context(packaged_smollm2_path()) == 8192
 
 
 def test_context_window_is_capped_by_training_length():
