@@ -77,9 +77,15 @@ class Refiner(ABC):
         """Each non-empty profile's units, most abstract first, and counts (fallbacks and the like)."""
 
     def embed(self, units: list[PersonaUnit]) -> np.ndarray:
-        if not units:
-            return np.zeros((0, self.embedder.dim), dtype=np.float32)
-        return self.embedder.encode([u.text for u in units])
+        return self.embed_each([units])[0]
+
+    def embed_each(self, groups: list[list[PersonaUnit]]) -> list[np.ndarray]:
+        """Each group's ``(len(group), dim)`` embeddings, from one encoder call over every group's units
+        (the embedder batches texts of one token length, so a batch of users costs a pass per length,
+        not per user, and gives each unit the vector it gets alone)."""
+        texts = [u.text for group in groups for u in group]
+        vectors = self.embedder.encode(texts) if texts else np.zeros((0, self.embedder.dim), dtype=np.float32)
+        return np.split(vectors, np.cumsum([len(group) for group in groups])[:-1])
 
 
 class ExtractiveRefiner(Refiner):
@@ -114,7 +120,7 @@ class ExtractiveRefiner(Refiner):
         return self
 
     def refine(self, profiles: dict[str, list[Interaction]]) -> tuple[dict[str, Refined], dict[str, int]]:
-        return {user: self.refine_one(reviews) for user, reviews in profiles.items() if reviews}, {}
+        return self.refine_each({user: reviews for user, reviews in profiles.items() if reviews}), {}
 
     def gist(self, review: Interaction) -> str:
         """The review's sentence nearest its TF-IDF vector (the first one without a vocabulary)."""
@@ -143,14 +149,17 @@ class ExtractiveRefiner(Refiner):
         terms = self.tfidf.get_feature_names_out()
         return [terms[i] for i in np.argsort(-weights, kind="stable")[: self.keys] if weights[i] > 0]
 
-    def refine_one(self, reviews: list[Interaction], made_by: str = "extractive") -> Refined:
-        distilled = self.distilled(reviews, made_by)
-        vectors = self.embed(distilled)
-        by_item = {(r.item_id, r.timestamp): r for r in reviews}
-        induced = self.induced(distilled, vectors, by_item, made_by)
-        cache = cache_unit(reviews, self.persona_keys(reviews), made_by)
-        units = [cache, *induced, *distilled]
-        return units, np.vstack([self.embed([cache, *induced]), vectors]) if distilled else self.embed(units)
+    def refine_each(self, profiles: dict[str, list[Interaction]], made_by: str = "extractive") -> dict[str, Refined]:
+        """Every profile's units (cache, induced, distilled) and their embeddings, embedded together."""
+        distilled = {user: self.distilled(reviews, made_by) for user, reviews in profiles.items()}
+        vectors = dict(zip(distilled, self.embed_each(list(distilled.values()))))
+        heads = {}
+        for user, reviews in profiles.items():
+            by_item = {(r.item_id, r.timestamp): r for r in reviews}
+            induced = self.induced(distilled[user], vectors[user], by_item, made_by)
+            heads[user] = [cache_unit(reviews, self.persona_keys(reviews), made_by), *induced]
+        head_vectors = dict(zip(heads, self.embed_each(list(heads.values()))))
+        return {u: ([*heads[u], *distilled[u]], np.vstack([head_vectors[u], vectors[u]])) for u in profiles}
 
     def induced(
         self,
@@ -281,7 +290,8 @@ class LLMRefiner(Refiner):
             if answer.value is None or not answer.value.review_numbers_within(len(reviews)):
                 reason = "invalid answer" if answer.value is None else "names reviews not shown"
                 counts["fallback_invalid" if answer.value is None else "fallback_review_numbers"] += 1
-                refined[user] = self.extractive.refine_one(profiles[user], f"extractive (fallback: {reason})")
+                made_by = f"extractive (fallback: {reason})"
+                refined[user] = self.extractive.refine_each({user: profiles[user]}, made_by)[user]
                 continue
             counts["llm"] += 1
             units = self._units(answer.value, reviews)
