@@ -18,12 +18,21 @@ def _llm_calls(store) -> int:
 
 
 @pytest.fixture(scope="module")
-def evaluation_run(built_store, tmp_path_factory):
+def short_answers(tmp_path_factory):
+    """A harness config whose answers stop at 48 tokens: the wiring is checked, not the review's length."""
+    config = tmp_path_factory.mktemp("config") / "short.toml"
+    config.write_text("[harness.generation]\nmax_new_tokens = 48\n")
+    return config
+
+
+@pytest.fixture(scope="module")
+def evaluation_run(built_store, short_answers, tmp_path_factory):
     """One evaluation through the CLI, shared by every test of this module: (output folder, the process)."""
     out = tmp_path_factory.mktemp("evaluation")
     run = cli_process(  # a fresh interpreter: what its console shows is checked
-        "evaluate", built_store, "--out", out, "--limit", USERS, "--ablation", "neighbours=0,3"
-    )
+        "evaluate", built_store, "--out", out, "--limit", USERS, "--ablation", "neighbours=0,3",
+        "--config", short_answers,
+    )  # fmt: skip
     return out, run
 
 
@@ -55,7 +64,8 @@ def test_results_cover_every_method_and_metric(evaluated):
     assert list(against)[0] == results["best_baseline"] and set(against) == set(METHODS) - {"copersona-np"}
     assert all(set(by_metric) == {"rouge1", "rougeL", "meteor", "bleu", "bertscore"} for by_metric in against.values())
     assert results["metric_configs"]["bertscore"]["comparable_with_papers"] is False
-    assert results["config"]["generation"]["temperature"] == 0.8
+    assert results["config"]["generation"]["temperature"] == 0.8  # the default, under --config's answer length
+    assert results["config"]["generation"]["max_new_tokens"] == 48
     # Every row names its generator; one base model made every generated row, none is mixed.
     generators = {name: method["generator"] for name, method in results["methods"].items()}
     assert generators["copy-self"] == generators["copy-peer"] == "none (no LLM)"
@@ -71,7 +81,7 @@ def test_predictions_and_report_are_written(evaluated):
     assert len(lines) == len(METHODS) * USERS
     generated = [p for p in lines if p["method"] in METHODS[:5]]
     assert sum(bool(p["text"]) for p in generated) >= 0.8 * len(generated)
-    assert all(p["completion_tokens"] > 0 for p in generated if p["text"])
+    assert all(0 < p["completion_tokens"] <= 48 for p in generated if p["text"])
     report = (evaluated / "report.md").read_text()
     assert "| Method | R-1 | R-L | MET. | BL. | BS. | generator |" in report
     assert "chosen on these same examples" in report and "cutoff `before-target`" in report
@@ -88,30 +98,20 @@ def test_neighbour_ablation_varies_the_peer_count(evaluated):
     assert (evaluated / "ablation-neighbours.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_rerun_is_served_from_the_cache(evaluated, built_store, tmp_path):
+def test_rerun_is_served_from_the_cache(evaluated, built_store, short_answers, tmp_path):
     before = _llm_calls(built_store)
-    cli(
-        "evaluate",
-        built_store,
-        "--out",
-        tmp_path,
-        "--limit",
-        USERS,
-        "--methods",
-        "rag,copersona-np",
-        "--metrics",
-        "rouge1",
-    )
+    cli("evaluate", built_store, "--out", tmp_path, "--limit", USERS, "--methods", "rag,copersona-np",
+        "--metrics", "rouge1", "--config", short_answers)  # fmt: skip
     assert _llm_calls(built_store) == before
     old = {(p["method"], p["example"]): p["text"] for p in map(json.loads, (evaluated / "predictions.jsonl").open())}
     for p in map(json.loads, (tmp_path / "predictions.jsonl").open()):
         assert old[(p["method"], p["example"])] == p["text"]
 
 
-def test_the_judge_scores_every_row(evaluated, built_store, tmp_path):
+def test_the_judge_scores_every_row(evaluated, built_store, short_answers, tmp_path):
     """The LLM judge on the cached answers of one method and both reference points."""
     cli("evaluate", built_store, "--out", tmp_path, "--limit", USERS, "--methods", "rag", "--metrics", "rouge1",
-        "--judge", "smollm2")  # fmt: skip
+        "--judge", "smollm2", "--config", short_answers)  # fmt: skip
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results["methods"]) == ["rag", "copy-self", "copy-peer"]
     for method in results["methods"].values():
