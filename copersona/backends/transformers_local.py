@@ -123,12 +123,13 @@ class TransformersBackend(LLMBackend):
         source = str(path_or_name)
         # A GGUF is read from its dequantized checkpoint; its identity stays the GGUF's digest.
         checkpoint = str(dequantized_checkpoint(Path(source) / gguf_file)) if gguf_file else source
-        files = {"local_files_only": True}
-        self.tokenizer = AutoTokenizer.from_pretrained(checkpoint, **files)
+        self.tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
         self.tokenizer.padding_side = "left"  # generation continues every row from its last real token
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=resolve_dtype(dtype, self.device), **files)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            checkpoint, dtype=resolve_dtype(dtype, self.device), local_files_only=True
+        )
         name = gguf_file or (Path(source).name if Path(source).is_dir() else source)
         self.model_id = f"hf-gguf:{name}" if gguf_file else f"hf:{name}"
         if gguf_file:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 from abc import ABC, abstractmethod
+from collections import defaultdict
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -75,9 +76,6 @@ class Refiner(ABC):
     @abstractmethod
     def refine(self, profiles: dict[str, list[Interaction]]) -> tuple[dict[str, Refined], dict[str, int]]:
         """Each non-empty profile's units, most abstract first, and counts (fallbacks and the like)."""
-
-    def embed(self, units: list[PersonaUnit]) -> np.ndarray:
-        return self.embed_each([units])[0]
 
     def embed_each(self, groups: list[list[PersonaUnit]]) -> list[np.ndarray]:
         """Each group's ``(len(group), dim)`` embeddings, from one encoder call over every group's units
@@ -283,20 +281,23 @@ class LLMRefiner(Refiner):
             max_tokens=LLM_MAX_TOKENS,
             json_schemas=[_schema(self.keys)] * len(users),
         )
-        refined: dict[str, Refined] = {}
         counts = {"llm": 0, "fallback_invalid": 0, "fallback_review_numbers": 0}
+        units_of: dict[str, list[PersonaUnit]] = {}
+        fallbacks: dict[str, dict[str, list[Interaction]]] = defaultdict(dict)  # made_by -> the users' profiles
         for user, answer in zip(users, answers):
             reviews = shown[user]
             if answer.value is None or not answer.value.review_numbers_within(len(reviews)):
                 reason = "invalid answer" if answer.value is None else "names reviews not shown"
                 counts["fallback_invalid" if answer.value is None else "fallback_review_numbers"] += 1
-                made_by = f"extractive (fallback: {reason})"
-                refined[user] = self.extractive.refine_each({user: profiles[user]}, made_by)[user]
+                fallbacks[f"extractive (fallback: {reason})"][user] = profiles[user]
                 continue
             counts["llm"] += 1
-            units = self._units(answer.value, reviews)
-            refined[user] = units, self.embed(units)
-        return refined, counts
+            units_of[user] = self._units(answer.value, reviews)
+        # Embedded together, as the extractive refiner embeds a batch (the same vectors as one by one).
+        refined: dict[str, Refined] = dict(zip(units_of, zip(units_of.values(), self.embed_each([*units_of.values()]))))
+        for made_by, failed in fallbacks.items():
+            refined |= self.extractive.refine_each(failed, made_by)
+        return {user: refined[user] for user in users}, counts
 
     def _units(self, answer: RefinedByLLM, reviews: list[Interaction]) -> list[PersonaUnit]:
         made_by = self.llm.model_id
