@@ -245,7 +245,7 @@ def _print_user(data: dict) -> None:
         out.print(f"  neighbours: {peers}")
     out.rule("peers by combined similarity")
     for n in data["combined_neighbours"]:
-        out.print(f"  {n['user_id']}: {n['combined']:.3f} over {len(n['facets'])} facet(s)")
+        out.print(f"  {n['user_id']}: {n['combined']:.3f} over {len(n['facets'])} layer(s)")
     for persona in data["persona_db"]:
         out.rule(f"Persona-DB (profile {persona['profile']})")
         for unit in persona["units"]:
@@ -265,19 +265,22 @@ def check_graph_command(
 ) -> None:
     """Are graph neighbours better exemplars of a user's held-out review than random users?"""
     from copersona.backends import load_embedder
-    from copersona.eval.graph_check import check_graph
+    from copersona.eval.graph_check import check_graph, facet_separation
     from copersona.store import Store
 
     with Store(store, read_only=True) as db:
         embedder = load_embedder(db.get_meta("pinned_config")["embedder"])
         with console.status("scoring neighbours against random peers"):
             results = check_graph(db, embedder, neighbours=neighbours, max_users=max_users, split=split)
+        separation = facet_separation(db)
         payload = {
             "store": str(store),
             "split": split,
             "summarizer": db.get_meta("summarizer"),
             "neighbours": neighbours,
+            "persona_weight": db.persona_weight(),
             "results": [r.to_dict() for r in results],
+            "facet_separation": [f.to_dict() for f in separation],
         }
     if out:
         out.write_text(json.dumps(payload, indent=2))
@@ -287,26 +290,34 @@ def check_graph_command(
     table = Table(
         "graph",
         "users",
-        "cosine nb",
-        "cosine rnd",
         "cosine lift [95% CI]",
-        "ROUGE-L nb",
-        "ROUGE-L rnd",
         "ROUGE-L lift [95% CI]",
-        title=f"neighbours vs random peers ({payload['summarizer']} facets, {split} targets)",
+        "cosine: lift - global's",
+        "ROUGE-L: lift - global's",
+        title=f"neighbours vs random peers ({payload['summarizer']} facets, {split} targets, persona weight "
+        f"{payload['persona_weight']:g}); paired with the global kNN on every user (no peers: no lift)",
     )
     for r in results:
         table.add_row(
             r.graph,
             str(r.users),
-            f"{r.cosine.mean:.4f}",
-            f"{r.cosine_random:.4f}",
             str(r.cosine_lift),
-            f"{r.rouge_l.mean:.4f}",
-            f"{r.rouge_l_random:.4f}",
             str(r.rouge_l_lift),
+            str(r.cosine_vs_global or "-"),
+            str(r.rouge_l_vs_global or "-"),
         )
     _out().print(table)
+    facets = Table(
+        "facet",
+        "users",
+        "across users",
+        "within user",
+        "separation",
+        title="facet separation: cosine of a facet's texts across users minus a user's texts across facets",
+    )
+    for f in separation:
+        facets.add_row(f.facet, str(f.users), f"{f.across_users:.3f}", f"{f.within_user:.3f}", f"{f.separation:+.3f}")
+    _out().print(facets)
 
 
 def _models_dir(db) -> Path:

@@ -122,6 +122,21 @@ class GraphConfig:
         "are left out of that facet's layer and find peers through their other facets (Sec. 3.2).",
         default=False,
     )
+    persona_weight: float = _help(
+        "lambda: weight of the whole-persona layer (profile embedding and writing style) in a pair's "
+        "combined similarity, (1 - lambda) * mean facet weight + lambda * persona weight. 0 is the "
+        "paper's rule (facet layers only; no such layer is built). 0.5 was chosen on validation "
+        "(README, 'Which graph finds the better peers').",
+        ge=0,
+        le=1,
+        default=0.5,
+    )
+    style_scale: float = _help(
+        "s: the writing-style block's scale beside the unit profile embedding in the whole-persona "
+        "vector (0: topic only). 0.5 was chosen on validation with persona_weight.",
+        ge=0,
+        default=0.5,
+    )
     exact_max_users: int = _help(
         "Exact search up to this many users; a faiss inverted file (8-bit codes) above.", ge=0, default=20000
     )

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from runner import MI
 from runner import cli as _cli
 
@@ -63,10 +64,23 @@ def test_check_graph_reports_lift_with_intervals(built_store, tmp_path):
     payload = json.loads(out.read_text())
     assert payload["split"] == "validation"  # design choices are made on validation, never on test
     results = {r["graph"]: r for r in payload["results"]}
-    assert "combined" in results and "global-knn (baseline)" in results
+    assert {"combined (default)", "facet layers only (paper's rule)", "whole-persona layer"} <= set(results)
+    baseline = results["global-knn (baseline)"]
+    assert baseline["cosine_lift_minus_global"] is None
     for r in results.values():
         lift = r["cosine_lift"]
         assert lift["low"] <= lift["mean"] <= lift["high"] and r["users"] > 0
+        if r is baseline:
+            continue
+        for metric in ("cosine", "rouge_l"):
+            paired = r[f"{metric}_lift_minus_global"]
+            assert paired["low"] <= paired["mean"] <= paired["high"]
+            if r["users"] == baseline["users"] == paired["n"]:  # everyone has peers in both graphs: the
+                lifts = r[f"{metric}_lift"]["mean"] - baseline[f"{metric}_lift"]["mean"]  # mean of the
+                assert paired["mean"] == pytest.approx(lifts)  # differences is the difference of means
+    assert payload["facet_separation"]
+    for facet in payload["facet_separation"]:
+        assert facet["separation"] == pytest.approx(facet["across_users"] - facet["within_user"])
 
 
 def _edges(store):

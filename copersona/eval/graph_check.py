@@ -8,10 +8,17 @@ random users are? For each user's held-out test review y_u and a peer set P,
 with s the embedding cosine or ROUGE-L F1. The lift of a graph is sim(u, neighbours) minus the
 mean of s over a fixed random sample of other users (the expectation of sim(u, P) for a random P
 of any size, shared by every graph so they are compared on the same baseline), per user; its mean
-gets a bootstrap interval. It is reported per facet layer, for the combined similarity (App. C's peer
-choice) and for a single global kNN graph over whole-profile embeddings: the unstructured
-baseline the paper argues against. Held-out reviews are never part of any profile, so nothing
-leaks.
+gets a bootstrap interval. It is reported per facet layer, for the whole-persona layer, for the
+combined similarity (App. C's peer choice with the whole-persona layer: the default), for the
+paper's rule (facet layers only), and for a single global kNN graph over whole-profile embeddings:
+the unstructured baseline the paper argues against. Each graph's lift is also paired with the global
+kNN's on the same users (a user without peers has lift 0), with a bootstrap interval of the mean
+difference. Held-out reviews are never part of any profile, so nothing leaks.
+
+Facet separation asks whether the facet texts are disentangled: for facet m, the mean cosine of
+its texts across users minus the mean cosine of a user's facet-m text with the same user's other
+facet texts (placeholders left out). Positive: a facet's texts are more alike across users than
+one user's texts are across facets.
 """
 
 from __future__ import annotations
@@ -24,7 +31,12 @@ from rouge_score import tokenizers
 from copersona.backends.embed import Embedder
 from copersona.eval.stats import Estimate, bootstrap_mean
 from copersona.graph.multiplex import global_knn
+from copersona.graph.records import PERSONA_LAYER, rank_neighbours
 from copersona.store import Store, StoreError
+
+GLOBAL = "global-knn (baseline)"
+PERSONA = "whole-persona layer"
+COMBINED = "combined (default)"
 
 
 @dataclass
@@ -37,8 +49,15 @@ class GraphLift:
     rouge_l: Estimate
     rouge_l_random: float
     rouge_l_lift: Estimate
+    # Paired with the global kNN's lift on every checked user (no peers: lift 0); None for itself.
+    cosine_vs_global: Estimate | None = None
+    rouge_l_vs_global: Estimate | None = None
 
     def to_dict(self) -> dict:
+        paired = {
+            "cosine_lift_minus_global": self.cosine_vs_global.to_dict() if self.cosine_vs_global else None,
+            "rouge_l_lift_minus_global": self.rouge_l_vs_global.to_dict() if self.rouge_l_vs_global else None,
+        }
         return {
             "graph": self.graph,
             "users": self.users,
@@ -48,7 +67,44 @@ class GraphLift:
             "rouge_l": self.rouge_l.to_dict(),
             "rouge_l_random": self.rouge_l_random,
             "rouge_l_lift": self.rouge_l_lift.to_dict(),
+            **paired,
         }
+
+
+@dataclass
+class FacetSeparation:
+    facet: str
+    users: int
+    across_users: float  # mean cosine of this facet's texts between different users
+    within_user: float  # mean cosine of a user's text on this facet with their other facets' texts
+    separation: float  # across_users - within_user
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def facet_separation(store: Store) -> list[FacetSeparation]:
+    """Per facet: is it one thing across users rather than one user's text again? (module docstring)."""
+    schema = store.schema()
+    layers = {f.key: store.facet_layer(f.key, placeholders=False) for f in schema.facets}
+    rows = {key: {u: i for i, u in enumerate(users)} for key, (users, _, _) in layers.items()}
+    out = []
+    for key, (users, vectors, _) in layers.items():
+        if len(users) < 2:
+            continue
+        n = len(users)
+        total = vectors.sum(axis=0)
+        across = (float(total @ total) - float((vectors * vectors).sum())) / (n * (n - 1))
+        within = [
+            float(vectors[i] @ other_vectors[rows[other][user]])
+            for other, (_, other_vectors, _) in layers.items()
+            if other != key
+            for i, user in enumerate(users)
+            if user in rows[other]
+        ]
+        mean_within = float(np.mean(within)) if within else float("nan")
+        out.append(FacetSeparation(key, n, across, mean_within, across - mean_within))
+    return out
 
 
 class LCSIndex:
@@ -157,17 +213,30 @@ def check_graph(
     sims = _Similarities({u: targets[u] for u in users}, reviews, embedder)
 
     peer_sets: dict[str, dict[str, list[str]]] = {}
-    for facet in schema.facets:
+    layer_names = {facet.key: f"facet:{facet.key}" for facet in schema.facets} | {PERSONA_LAYER: PERSONA}
+    for key, name in layer_names.items():
         layer: dict[str, list[str]] = {}
-        for edge in store.edges(facet_key=facet.key):
+        for edge in store.edges(facet_key=key):  # by source, strongest first
             if (
                 edge.source in sims.row
                 and edge.target in reviews
                 and len(layer.setdefault(edge.source, [])) < neighbours
             ):
                 layer[edge.source].append(edge.target)
-        peer_sets[f"facet:{facet.key}"] = layer
-    peer_sets["combined"] = {
+        layer = {u: peers for u, peers in layer.items() if peers}
+        if layer:
+            peer_sets[name] = layer
+    if PERSONA in peer_sets:
+        facet_only: dict[str, list[str]] = {}
+        for u in users:
+            weights: dict[str, dict[str, float]] = {}
+            for edge in store.edges(source=u):
+                if edge.facet_key != PERSONA_LAYER:
+                    weights.setdefault(edge.target, {})[edge.facet_key] = edge.weight
+            ranked = rank_neighbours(weights, len(schema.facets))
+            facet_only[u] = [n.user_id for n in ranked if n.user_id in reviews][:neighbours]
+        peer_sets["facet layers only (paper's rule)"] = facet_only
+    peer_sets[COMBINED] = {
         u: [n.user_id for n in store.neighbours(u) if n.user_id in reviews][:neighbours] for u in users
     }
     profile_ids, profile_vectors = store.profile_vectors()
@@ -178,7 +247,7 @@ def check_graph(
     for edge in global_edges:
         if edge.target in reviews:
             global_layer.setdefault(edge.source, []).append(edge.target)
-    peer_sets["global-knn (baseline)"] = global_layer
+    peer_sets[GLOBAL] = global_layer
 
     candidates = sorted(reviews)
     rng = np.random.default_rng(seed)
@@ -186,12 +255,19 @@ def check_graph(
     for u in users:
         others = [v for v in candidates if v != u]
         baseline[u] = sims.group(u, list(rng.choice(others, size=min(random_peers, len(others)), replace=False)))
+    lifts = {}
+    for name, layer in peer_sets.items():
+        lifts[name] = np.array(
+            [np.subtract(sims.group(u, layer[u]), baseline[u]) if layer.get(u) else (0.0, 0.0) for u in users]
+        )
+    global_lift = lifts[GLOBAL]
     results = []
     for name, layer in peer_sets.items():
         rows = [(*sims.group(u, layer[u]), *baseline[u]) for u in users if layer.get(u)]
         if not rows:
             continue
         table = np.array(rows)
+        paired = lifts[name] - global_lift
         results.append(
             GraphLift(
                 graph=name,
@@ -202,6 +278,8 @@ def check_graph(
                 rouge_l=bootstrap_mean(table[:, 1], seed=seed),
                 rouge_l_random=float(table[:, 3].mean()),
                 rouge_l_lift=bootstrap_mean(table[:, 1] - table[:, 3], seed=seed),
+                cosine_vs_global=None if name == GLOBAL else bootstrap_mean(paired[:, 0], seed=seed),
+                rouge_l_vs_global=None if name == GLOBAL else bootstrap_mean(paired[:, 1], seed=seed),
             )
         )
     return results

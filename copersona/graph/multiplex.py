@@ -6,8 +6,11 @@ Layer m links user u to its top-K peers v by the gated facet similarity (Eq. 5-6
 
 among the peers with A_uv^(m) >= min_similarity (App. C: K = 5, threshold 0.35, omega = [0.05,
 0.25, 0.60, 0.95] for none, weak, moderate, strong). Edges are directed: v in N_u does not imply
-u in N_v. A pair's combined similarity, the mean of its facet weights over all M facets, is read
-from the stored edges by :meth:`copersona.store.Store.neighbours`.
+u in N_v. Beside the facet layers, the whole-persona layer (:mod:`copersona.graph.persona_layer`)
+links users on their profile embedding and writing style. A pair's combined similarity, the
+mean of its facet weights over all M facets mixed with its whole-persona weight
+(:func:`copersona.graph.records.rank_neighbours`), is read from the stored edges by
+:meth:`copersona.store.Store.neighbours`.
 
 :func:`global_knn` is the unstructured alternative the paper argues against: one ungated K-NN
 graph over a single vector per user.
@@ -22,7 +25,8 @@ import numpy as np
 from copersona.config import GraphConfig
 from copersona.facets.records import RELIABILITY_LEVELS
 from copersona.graph.knn import IVFParameters, LayerIndex, Neighbours, top_k_neighbours
-from copersona.graph.records import Edge
+from copersona.graph.persona_layer import has_persona_layer, persona_layer, population_standardization
+from copersona.graph.records import PERSONA_LAYER, STYLE_META, Edge
 from copersona.store import Store
 
 GLOBAL_FACET_KEY = "__global__"
@@ -48,17 +52,26 @@ def reliability_gates(reliabilities: Sequence[str], config: GraphConfig) -> np.n
     return omega[levels]
 
 
+def layer_gates(reliabilities: Sequence[str] | None, n: int, config: GraphConfig) -> np.ndarray:
+    """omega per node of a layer: by reliability label, or 1 for an ungated layer (``None``)."""
+    if reliabilities is None:
+        return np.ones(n, dtype=np.float32)
+    if len(reliabilities) != n:
+        raise ValueError(f"{n} vectors but {len(reliabilities)} reliability labels")
+    return reliability_gates(reliabilities, config)
+
+
 def layer_neighbours(
-    vectors: np.ndarray, reliabilities: Sequence[str], config: GraphConfig, rows: np.ndarray | None = None
+    vectors: np.ndarray, reliabilities: Sequence[str] | None, config: GraphConfig, rows: np.ndarray | None = None
 ) -> Neighbours:
-    """One facet layer's top-K neighbours of every user (or of ``rows``), gated by reliability (Eq. 6).
+    """One layer's top-K neighbours of every user (or of ``rows``), gated by reliability (Eq. 6).
 
     Parameters
     ----------
     vectors : (n, d) float32
-        The facet embeddings e_u^(m), unit rows.
-    reliabilities : sequence of n labels
-        r_u^(m) in none / weak / moderate / strong.
+        The facet embeddings e_u^(m) (or the whole-persona vectors x_u), unit rows.
+    reliabilities : sequence of n labels, or None
+        r_u^(m) in none / weak / moderate / strong; None for an ungated layer (omega = 1).
     config : GraphConfig
         K, the cosine threshold, omega and the exact/approximate switch.
     rows : (q,) int, optional
@@ -69,13 +82,11 @@ def layer_neighbours(
     Neighbours
         (q, K) indices, cosine A_uv and full gated weight omega_u omega_v A_uv.
     """
-    if len(reliabilities) != len(vectors):
-        raise ValueError(f"{len(vectors)} vectors but {len(reliabilities)} reliability labels")
     return top_k_neighbours(
         vectors,
         config.top_k,
         config.min_similarity,
-        reliability_gates(reliabilities, config),
+        layer_gates(reliabilities, len(vectors), config),
         rows=rows,
         **search_settings(config, len(vectors)),
     )
@@ -121,7 +132,22 @@ def edges_of(
             )
 
 
-Layer = tuple[list[str], np.ndarray, list[str]]  # a facet layer's users, vectors, reliability labels
+Layer = tuple[list[str], np.ndarray, list[str] | None]  # a layer's users, vectors, reliability labels (None: ungated)
+
+
+def graph_layer(store: Store, config: GraphConfig, key: str) -> Layer:
+    """A layer's node table as stored now: a facet's states, or the whole-persona layer's vectors."""
+    if key == PERSONA_LAYER:
+        user_ids, vectors = persona_layer(store, config)
+        return user_ids, vectors, None
+    return store.facet_layer(key, placeholders=config.placeholder_edges)
+
+
+def layer_keys(store: Store, config: GraphConfig, facet_keys: Sequence[str]) -> list[str]:
+    """The stored graph's layers: one per facet, and the whole-persona layer where the build made one
+    (and its weight is not 0)."""
+    built = config.persona_weight > 0 and has_persona_layer(store)
+    return [*facet_keys, PERSONA_LAYER] if built else list(facet_keys)
 
 
 def refresh_sources(store: Store, config: GraphConfig, facet_key: str, sources: Sequence[str]) -> int:
@@ -131,8 +157,7 @@ def refresh_sources(store: Store, config: GraphConfig, facet_key: str, sources: 
     again: with exact search the result equals a full rebuild's rows for those users. Returns
     the number of rows recomputed (sources no longer in the layer are skipped).
     """
-    layer = store.facet_layer(facet_key, placeholders=config.placeholder_edges)
-    return _refresh(store, config, facet_key, layer, sources)
+    return _refresh(store, config, facet_key, graph_layer(store, config, facet_key), sources)
 
 
 def _refresh(store: Store, config: GraphConfig, facet_key: str, layer: Layer, sources: Sequence[str]) -> int:
@@ -155,7 +180,7 @@ def _may_gain(store: Store, config: GraphConfig, facet_key: str, layer: Layer, c
     if not user_ids:
         return set()
     position = {user: i for i, user in enumerate(user_ids)}
-    gates = reliability_gates(reliabilities, config)
+    gates = layer_gates(reliabilities, len(user_ids), config)
     kth = np.full(len(user_ids), -np.inf, dtype=np.float32)  # -inf: room for another neighbour
     counts = np.zeros(len(user_ids), dtype=np.int64)
     lowest = np.full(len(user_ids), np.inf, dtype=np.float32)
@@ -186,12 +211,13 @@ def repair_layers(store: Store, config: GraphConfig, facet_keys: Sequence[str], 
     may now enter. Costs one pass of dot products per changed user and layer, not a rebuild.
     Returns every user whose neighbour list was searched again."""
     touched: set[str] = set()
-    pointing: dict[str, set[str]] = {key: set() for key in facet_keys}
+    keys = layer_keys(store, config, facet_keys)
+    pointing: dict[str, set[str]] = {key: set() for key in keys}
     for user in changed:
         for facet_key, sources in store.in_edges(user).items():
             pointing.setdefault(facet_key, set()).update(sources)
-    for facet_key in facet_keys:
-        layer = store.facet_layer(facet_key, placeholders=config.placeholder_edges)  # read once per layer
+    for facet_key in keys:
+        layer = graph_layer(store, config, facet_key)  # read once per layer
         rows = set(changed) | pointing[facet_key] | _may_gain(store, config, facet_key, layer, changed)
         _refresh(store, config, facet_key, layer, sorted(rows))
         touched |= rows
@@ -227,9 +253,11 @@ def build_layer(
 
 
 def build_graph(store: Store, config: GraphConfig, facet_keys: Sequence[str]) -> dict[str, dict]:
-    """Build every facet layer from the store's facet states and replace the stored graph.
+    """Build every facet layer from the store's facet states, and the whole-persona layer
+    (:mod:`copersona.graph.persona_layer`, unless ``config.persona_weight`` is 0), and replace
+    the stored graph.
 
-    Each layer's node table comes from :meth:`Store.facet_layer` (users sorted by id, so the
+    Each facet layer's node table comes from :meth:`Store.facet_layer` (users sorted by id, so the
     result does not depend on insertion order); users whose facet text is the placeholder are
     nodes only with ``config.placeholder_edges``. All layers are computed before anything is
     written, and the new edges replace the old ones in a single transaction: readers see the
@@ -246,14 +274,23 @@ def build_graph(store: Store, config: GraphConfig, facet_keys: Sequence[str]) ->
     Returns
     -------
     dict
-        Per facet key: ``users`` (nodes in the layer), ``edges``, ``users_with_edges`` (sources
-        with at least one edge), ``mean_weight`` (of its edges' gated weights; 0.0 without
-        edges) and ``method`` (the search used).
+        Per layer key (the facets', then ``PERSONA_LAYER``): ``users`` (nodes in the layer),
+        ``edges``, ``users_with_edges`` (sources with at least one edge), ``mean_weight`` (of its
+        edges' gated weights; 0.0 without edges) and ``method`` (the search used).
     """
     layers: list[tuple[str, list[str], Neighbours]] = []
     counts: dict[str, dict] = {}
-    for facet_key in facet_keys:
-        user_ids, vectors, reliabilities = store.facet_layer(facet_key, placeholders=config.placeholder_edges)
+    # The first build standardizes the style features, later ones keep it (frozen like the summary
+    # calibration); none stored says there is no whole-persona layer.
+    standardization = None
+    if config.persona_weight > 0:
+        standardization = store.get_meta(STYLE_META) or population_standardization(store)
+    for facet_key in [*facet_keys, PERSONA_LAYER] if standardization else facet_keys:
+        if facet_key == PERSONA_LAYER:
+            user_ids, vectors = persona_layer(store, config, standardization)
+            reliabilities = None
+        else:
+            user_ids, vectors, reliabilities = graph_layer(store, config, facet_key)
         neighbours = layer_neighbours(vectors, reliabilities, config)
         found = neighbours.indices >= 0
         layers.append((facet_key, user_ids, neighbours))
@@ -265,9 +302,11 @@ def build_graph(store: Store, config: GraphConfig, facet_keys: Sequence[str]) ->
             "method": neighbours.method,
         }
     # Edge records are made as they are written, so only the compact arrays are held at once.
-    store.replace_edges(
-        edge for facet_key, user_ids, neighbours in layers for edge in edges_of(facet_key, user_ids, neighbours)
-    )
+    with store.transaction():
+        store.set_meta(STYLE_META, standardization)
+        store.replace_edges(
+            edge for facet_key, user_ids, neighbours in layers for edge in edges_of(facet_key, user_ids, neighbours)
+        )
     return counts
 
 

@@ -4,15 +4,17 @@ The stored persona of a user (facet states, edges, profile vector) rests on thei
 profile. A request whose profile lacks some of those reviews (a profile cut to its N most recent
 reviews in a sparse-history evaluation) must not see what the missing reviews shaped, so its
 persona is derived again from the profile it holds: facet states with the store's frozen summarizer
-and calibration, their embeddings, and each facet layer's top-K searched among everyone else's
-stored vectors with the build's gate, threshold, K and search (each layer's :class:`LayerIndex` is
-built once, so a derived row is the row a build on that profile would give). The store is only read.
+and calibration, their embeddings, the whole-persona vector (profile embedding and style, with the
+stored standardization), and each layer's top-K searched among everyone else's stored vectors with
+the build's gate, threshold, K and search (each layer's :class:`LayerIndex` is built once, so a
+derived row is the row a build on that profile would give). The store is only read.
 
 A request with no edges (an empty profile, a cold start; or too little evidence for any facet)
 finds peers from what the request itself holds, with ``peers.without_edges = "item"``: the target
 item's metadata, plus the review's title and rating where the task gives them, embedded and
-searched against every facet layer. The item is not a persona, so it carries no reliability gate
-(omega = 1 on its side); the peers' own gates apply.
+searched against every layer (in the whole-persona layer with the population's mean style). The
+item is not a persona, so it carries no reliability gate (omega = 1 on its side); the peers' own
+gates apply.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from copersona.config import GraphConfig, HarnessConfig
 from copersona.data.records import Example, Interaction
 from copersona.facets.profile import profile_text
 from copersona.graph.knn import LayerIndex
-from copersona.graph.multiplex import layer_index, reliability_gates
-from copersona.graph.records import Neighbour, rank_neighbours
+from copersona.graph.multiplex import graph_layer, layer_gates, layer_index, layer_keys, reliability_gates
+from copersona.graph.persona_layer import persona_vectors
+from copersona.graph.records import PERSONA_LAYER, STYLE_META, Neighbour, rank_neighbours
 from copersona.store import Store
 
 STORED = "stored persona"
@@ -118,16 +121,26 @@ class Personas:
             self._vectors = dict(zip(user_ids, vectors))
         return self._vectors
 
-    def _facet_layers(self) -> dict[str, _Layer]:
-        """Per facet: its users and their vectors and gates omega(r_v), searchable as the build searched them."""
+    def _graph_layers(self) -> dict[str, _Layer]:
+        """Per layer (each facet's, the whole-persona one if built): its users and their vectors and
+        gates omega(r_v), searchable as the build searched them."""
         if self._layers is None:
             graph = self.graph_config
             self._layers = {}
-            for facet in self.store.schema().facets:
-                users, vectors, labels = self.store.facet_layer(facet.key, placeholders=graph.placeholder_edges)
-                index = layer_index(vectors, reliability_gates(labels, graph), graph) if users else None
-                self._layers[facet.key] = _Layer(users, {user: row for row, user in enumerate(users)}, index)
+            for key in layer_keys(self.store, graph, [facet.key for facet in self.store.schema().facets]):
+                users, vectors, labels = graph_layer(self.store, graph, key)
+                index = layer_index(vectors, layer_gates(labels, len(users), graph), graph) if users else None
+                self._layers[key] = _Layer(users, {user: row for row, user in enumerate(users)}, index)
         return self._layers
+
+    def _rank(self, weights: dict[str, dict[str, float]]) -> list[Neighbour]:
+        facets = sum(key != PERSONA_LAYER for key in self._graph_layers())
+        return rank_neighbours(weights, facets, self.graph_config.persona_weight)
+
+    def _persona_vector(self, profile_vector: np.ndarray, profile: list[Interaction] | None) -> np.ndarray:
+        """x_u of the whole-persona layer for a request's profile (None: an item query, mean style)."""
+        standardization = self.store.get_meta(STYLE_META)
+        return persona_vectors(profile_vector[None, :], [profile], standardization, self.graph_config.style_scale)[0]
 
     # -- resolution --------------------------------------------------------------------------
     def of(self, example: Example) -> RequestPersona:
@@ -171,21 +184,23 @@ class Personas:
                 continue  # as in the build: a placeholder is no evidence to link on
             gate = float(reliability_gates([state.reliability], self.graph_config)[0])
             self._search(user_id, state.facet_key, vector, gate, weights)
-        neighbours = rank_neighbours(weights, len(self._facet_layers()))
-        return RequestPersona(neighbours, vectors[-1], True, DERIVED.format(n=len(profile)))
+        if PERSONA_LAYER in self._graph_layers():
+            self._search(user_id, PERSONA_LAYER, self._persona_vector(vectors[-1], profile), 1.0, weights)
+        return RequestPersona(self._rank(weights), vectors[-1], True, DERIVED.format(n=len(profile)))
 
     def _item_peers(self, example: Example) -> RequestPersona:
         vector = self.embedder.encode([item_query(example)])[0]
         weights: dict[str, dict[str, float]] = {}
-        for facet_key in self._facet_layers():
-            self._search(example.user_id, facet_key, vector, 1.0, weights)
-        return RequestPersona(rank_neighbours(weights, len(self._facet_layers())), vector, True, "")
+        for key in self._graph_layers():
+            query = self._persona_vector(vector, None) if key == PERSONA_LAYER else vector
+            self._search(example.user_id, key, query, 1.0, weights)
+        return RequestPersona(self._rank(weights), vector, True, "")
 
     def _search(
         self, user_id: str, facet_key: str, query: np.ndarray, gate: float, weights: dict[str, dict[str, float]]
     ) -> None:
         """Add the query's top-K in one layer (never the user's own stored row) to ``weights``."""
-        layer = self._facet_layers()[facet_key]
+        layer = self._graph_layers()[facet_key]
         if not layer.users:
             return
         graph = self.graph_config

@@ -75,11 +75,12 @@ class PeerIndex:
         for edge in store.edges():
             weights[edge.source][edge.target][edge.facet_key] = edge.weight
         self._neighbours: dict[str, list[Neighbour]] = {
-            user: rank_neighbours(peers, len(self.facets)) for user, peers in weights.items()
+            user: rank_neighbours(peers, len(self.facets), store.persona_weight()) for user, peers in weights.items()
         }
 
     def neighbours(self, user_id: str, limit: int | None) -> list[Neighbour]:
-        """Top peers by combined similarity (the mean of the pair's facet weights over all M); None: all."""
+        """Top peers by combined similarity (the mean of the pair's facet weights over all M, mixed
+        with their whole-persona weight); None: all."""
         return self._neighbours.get(user_id, [])[:limit]
 
     def context(

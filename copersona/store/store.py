@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from copersona.config import GraphConfig
 from copersona.data.records import Example, Interaction, User
 from copersona.data.split import examples_for_user, heldout_ranks, split_of_rank
 from copersona.facets.records import ClusterEvidence, Facet, FacetSchema, FacetSummary, ReviewRef, source_of
-from copersona.graph.records import Edge, Neighbour, rank_neighbours
+from copersona.graph.records import STYLE_META, Edge, Neighbour, rank_neighbours
 from copersona.personadb.records import Persona, PersonaUnit
 from copersona.store.database import Database, SQLiteDatabase, StoreError, open_database
 from copersona.store.records import RunRecord
@@ -534,7 +535,9 @@ class Store:
         with self.transaction():
             for table in ("facets", "clusters", "facet_states", "edges"):
                 self._db.execute(f"DELETE FROM {table}")
-            self._db.execute("DELETE FROM meta WHERE key IN ('pinned_config', 'summarizer', 'summary_calibration')")
+            self._db.execute(
+                "DELETE FROM meta WHERE key IN ('pinned_config', 'summarizer', 'summary_calibration', ?)", (STYLE_META,)
+            )
 
     # -- graph ------------------------------------------------------------------------------
     def replace_edges(self, edges: Iterable[Edge]) -> int:
@@ -567,13 +570,22 @@ class Store:
         return [Edge(facet_key=r[0], source=r[1], target=r[2], similarity=r[3], weight=r[4], rank=r[5]) for r in rows]
 
     def neighbours(self, user_id: str, limit: int | None = None) -> list[Neighbour]:
-        """The user's peers by combined similarity (App. C), strongest first, ties by user id."""
+        """The user's peers by combined similarity (App. C, with the whole-persona layer), strongest
+        first, ties by user id."""
         num_facets = self._db.execute("SELECT COUNT(*) FROM facets").fetchone()[0]
         per_peer: dict[str, dict[str, float]] = defaultdict(dict)
         for edge in self.edges(source=user_id):
             per_peer[edge.target][edge.facet_key] = edge.weight
-        ranked = rank_neighbours(per_peer, num_facets)
+        ranked = rank_neighbours(per_peer, num_facets, self.persona_weight())
         return ranked[:limit] if limit is not None else ranked
+
+    def persona_weight(self) -> float:
+        """lambda of the combined similarity as the latest build set it (``graph.persona_weight``);
+        0 for a graph built without the whole-persona layer (the paper's rule)."""
+        if self.get_meta(STYLE_META) is None:
+            return 0.0
+        graph = (self.get_meta("build_config") or {}).get("graph", {})
+        return float(graph.get("persona_weight", GraphConfig.persona_weight))
 
     # -- LLM cache --------------------------------------------------------------------------
     def cache_get(self, key: str) -> dict | None:

@@ -7,15 +7,20 @@ import pytest
 from synthetic import clustered_unit_vectors
 
 from copersona.config import GraphConfig
+from copersona.data.records import Interaction, User
 from copersona.facets.records import Facet, FacetSchema, FacetSummary
 from copersona.graph.knn import top_k_neighbours
 from copersona.graph.multiplex import (
     GLOBAL_FACET_KEY,
     build_graph,
     build_layer,
+    edges_of,
     global_knn,
+    layer_neighbours,
     reliability_gates,
 )
+from copersona.graph.persona_layer import persona_vectors, population_standardization
+from copersona.graph.records import PERSONA_LAYER, STYLE_META, rank_neighbours
 from copersona.store import Store
 
 CONFIG = GraphConfig()
@@ -126,36 +131,105 @@ def store(tmp_path):
                 )
                 states.append((summary, vector))
         store.write_facet_states(states, PLACEHOLDER)
+        # Profiles of different lengths (two reviews each; the held-out one is not in the profile)
+        # and profile embeddings: the whole-persona layer's inputs.
+        store.write_users(
+            [
+                User(
+                    user_id=user_id,
+                    interactions=[
+                        Interaction(user_id=user_id, item_id=f"i{t}", timestamp=t, text="Good strings! " * (1 + n % 7))
+                        for t in range(3)
+                    ],
+                )
+                for n, user_id in enumerate(user_ids)
+            ],
+            holdout_k=1,
+        )
+        store.write_profile_vectors(user_ids, clustered_unit_vectors(len(user_ids), 16, 4, seed=7))
         yield store
 
 
 def test_build_graph_stores_every_layer(store):
     counts = build_graph(store, CONFIG, FACET_KEYS)
 
-    for key in FACET_KEYS:
-        expected = build_layer(key, *store.facet_layer(key, placeholders=False), CONFIG)
+    user_ids, profile_vectors = store.profile_vectors()
+    profiles = store.profiles()
+    persona = persona_vectors(
+        profile_vectors, [profiles[u] for u in user_ids], store.get_meta(STYLE_META), CONFIG.style_scale
+    )
+    layers = {key: store.facet_layer(key, placeholders=False) for key in FACET_KEYS}
+    layers[PERSONA_LAYER] = (user_ids, persona, None)  # ungated
+    for key, (users, vectors, labels) in layers.items():
+        expected = list(edges_of(key, users, layer_neighbours(vectors, labels, CONFIG)))
         assert store.edges(facet_key=key) == expected
         assert counts[key] == {
-            "users": len(store.facet_layer(key, placeholders=False)[0]),
+            "users": len(users),
             "edges": len(expected),
             "users_with_edges": len({e.source for e in expected}),
             "mean_weight": pytest.approx(np.mean([e.weight for e in expected])),
             "method": "exact",
         }
     assert store.count("edges") == sum(c["edges"] for c in counts.values())
+    assert store.get_meta(STYLE_META) == population_standardization(store)
 
 
-def test_stored_neighbours_average_over_schema_facets(store):
-    build_graph(store, CONFIG, FACET_KEYS)
+@pytest.mark.parametrize("persona_weight", [0.0, 0.5, 1.0])
+def test_stored_neighbours_mix_the_facet_mean_with_the_persona_layer(store, persona_weight):
+    config = GraphConfig(persona_weight=persona_weight)
+    build_graph(store, config, FACET_KEYS)
+    store.set_meta("build_config", {"graph": {"persona_weight": persona_weight}})
     user = "u000"
     per_peer: dict[str, dict[str, float]] = {}
     for edge in store.edges(source=user):
         per_peer.setdefault(edge.target, {})[edge.facet_key] = edge.weight
+    assert any(PERSONA_LAYER in w for w in per_peer.values()) == (persona_weight > 0)
     neighbours = store.neighbours(user)
     assert {n.user_id: n.facets for n in neighbours} == per_peer
-    for neighbour in neighbours:
-        assert neighbour.combined == pytest.approx(sum(neighbour.facets.values()) / len(FACET_KEYS))
+    for n in neighbours:
+        facet_mean = sum(w for k, w in n.facets.items() if k != PERSONA_LAYER) / len(FACET_KEYS)
+        expected = (1 - persona_weight) * facet_mean + persona_weight * n.facets.get(PERSONA_LAYER, 0.0)
+        assert n.combined == pytest.approx(expected)
     assert [n.combined for n in neighbours] == sorted((n.combined for n in neighbours), reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("weights", "persona_weight", "order"),
+    [
+        # the paper's rule: the persona layer's weight does not count
+        ({"a": {"tone": 0.9}, "b": {"tone": 0.3, PERSONA_LAYER: 0.99}}, 0.0, ["a", "b"]),
+        # an even mix: b's whole-persona similarity outweighs a's single facet
+        ({"a": {"tone": 0.9}, "b": {"tone": 0.3, PERSONA_LAYER: 0.99}}, 0.5, ["b", "a"]),
+        # a peer found only by the persona layer still ranks by it
+        ({"a": {"tone": 0.3}, "c": {PERSONA_LAYER: 0.5}}, 0.5, ["c", "a"]),
+        # ties by user id
+        ({"b": {PERSONA_LAYER: 0.5}, "a": {PERSONA_LAYER: 0.5}}, 1.0, ["a", "b"]),
+    ],
+)
+def test_rank_neighbours_mixes_layers(weights, persona_weight, order):
+    assert [n.user_id for n in rank_neighbours(weights, 3, persona_weight)] == order
+
+
+def test_persona_vectors_put_style_beside_the_profile_embedding():
+    profile_vectors = clustered_unit_vectors(3, 8, 1, seed=1)
+    profiles = [
+        [Interaction(user_id="a", item_id="i", timestamp=0, text="Short.")],
+        [Interaction(user_id="b", item_id="i", timestamp=0, text="A much longer review, with commas! " * 20)],
+        None,  # a query that is not a user: the mean style
+    ]
+    standardization = {"features": ["x"] * 8, "mean": [0.0] * 8, "std": [1.0] * 8}
+    x = persona_vectors(profile_vectors, profiles, standardization, 0.5)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(x[2, :8], profile_vectors[2], rtol=1e-6)  # z = 0: the profile embedding
+    assert not np.allclose(x[0, 8:], x[1, 8:])
+    np.testing.assert_allclose(persona_vectors(profile_vectors, profiles, standardization, 0.0)[:, :8], profile_vectors)
+
+
+def test_persona_weight_zero_builds_the_papers_graph(store):
+    build_graph(store, CONFIG, FACET_KEYS)
+    assert store.edges(facet_key=PERSONA_LAYER)
+    build_graph(store, GraphConfig(persona_weight=0.0), FACET_KEYS)
+    assert not store.edges(facet_key=PERSONA_LAYER) and store.get_meta(STYLE_META) is None
 
 
 def test_build_graph_replaces_and_is_deterministic(store):
@@ -174,7 +248,7 @@ def test_build_graph_with_an_empty_layer(store):
         "mean_weight": 0.0,
         "method": "exact",
     }
-    assert {e.facet_key for e in store.edges()} == {"tone"}
+    assert {e.facet_key for e in store.edges()} == {"tone", PERSONA_LAYER}
 
 
 def test_global_knn_is_ungated_cosine_knn():
