@@ -243,6 +243,10 @@ def _print_user(data: dict) -> None:
             out.print(Text(f"  fallback: {facet['fallback']}", style="yellow"))
         peers = ", ".join(f"{n['user_id']} ({n['weight']:.3f})" for n in facet["neighbours"]) or "none"
         out.print(f"  neighbours: {peers}")
+    if data["persona_layer_neighbours"]:
+        out.rule("whole-persona layer (profile embedding and writing style)")
+        peers = ", ".join(f"{n['user_id']} ({n['weight']:.3f})" for n in data["persona_layer_neighbours"])
+        out.print(f"  neighbours: {peers}")
     out.rule("peers by combined similarity")
     for n in data["combined_neighbours"]:
         out.print(f"  {n['user_id']}: {n['combined']:.3f} over {len(n['facets'])} layer(s)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from copersona.facets.records import RELIABILITY_LEVELS
+from copersona.graph.records import PERSONA_LAYER
 from copersona.retrieval.peers import own_words
 from copersona.store import Store, StoreError
 
@@ -59,7 +60,8 @@ def overview(store: Store) -> dict:
 
 
 def user_persona(store: Store, user_id: str, neighbours: int = 3, words: str = "verbatim") -> dict:
-    """One user's facets (summary, quotes, label), neighbours per facet, and top combined peers.
+    """One user's facets (summary, quotes, label), neighbours per facet and in the whole-persona
+    layer, and top combined peers.
 
     ``words="none"`` leaves out the user's own words: quotes, and summaries that are their sentences.
     Read from one snapshot: a concurrent update of the user is seen whole or not at all.
@@ -96,6 +98,8 @@ def _user_persona(store: Store, user_id: str, neighbours: int, words: str) -> di
             for f in schema.facets
             if f.key in states
         ],
+        # The whole-persona layer (profile embedding and writing style), where the graph has one.
+        "persona_layer_neighbours": by_facet.get(PERSONA_LAYER, []),
         "combined_neighbours": [n.model_dump() for n in store.neighbours(user_id, limit=neighbours)],
         # Persona-DB's levels, once a persona-db run has refined them (one per profile refined).
         "persona_db": [

@@ -52,8 +52,12 @@ def test_inspect_user_is_readable(built_store):
     persona = json.loads(_cli("inspect", built_store, "--user", user, "--json").stdout)
     assert [f["key"] for f in persona["facets"]] == [f["key"] for f in overview["schema"]["facets"]]
     assert any(f["neighbours"] for f in persona["facets"])
+    layer = {(e["user_id"], e["weight"]) for e in persona["persona_layer_neighbours"]}
+    assert layer  # the default graph has the whole-persona layer; its peers mix into the combined ranking
+    assert {n["user_id"] for n in persona["combined_neighbours"]} & {peer for peer, _ in layer}
     text = _cli("inspect", built_store, "--user", user).stdout
     assert user in text and "neighbours:" in text and "peers by combined similarity" in text
+    assert "whole-persona layer" in text
     missing = _cli("inspect", built_store, "--user", "nobody", check=False)
     assert missing.returncode != 0 and "nobody" in missing.stderr
 
