@@ -233,7 +233,8 @@ class Build:
         return {"users": len(users), "report": report.to_dict()}
 
     def profiles(self, users: Iterable[str] | None = None) -> dict:
-        """tau_u per user, embedded (L2-normalized) for clustering and the global baseline graph.
+        """tau_u per user, embedded (L2-normalized) for clustering and the global baseline graph, and
+        the profile's style features (for the whole-persona layer).
 
         ``users``: (re)embed exactly these (a live update); default every user not embedded yet.
         """
@@ -253,7 +254,8 @@ class Build:
             worker = EmbedProfileTexts(self.config, self.store.location)
             with self.progress.stage("embed profiles", total=len(todo)) as advance:
                 for index, vectors in self.engine.map(worker, texts, lambda: worker.bind(self.backends, self.store)):
-                    self.store.write_profile_vectors(chunks[index], vectors)
+                    styles = [style_features(profiles[u]) for u in chunks[index]]
+                    self.store.write_profile_vectors(chunks[index], vectors, styles)
                     advance(len(chunks[index]))
         return {"embedded": len(todo), "reused": len(done)}
 

@@ -24,22 +24,23 @@ from __future__ import annotations
 import numpy as np
 
 from copersona.config import GraphConfig
-from copersona.data.records import Interaction
 from copersona.facets.profile import STYLE_FEATURES, style_features
 from copersona.graph.records import STYLE_META
 from copersona.store import Store, StoreError
 
 
-def _style_matrix(profiles: list[list[Interaction]]) -> np.ndarray:
-    """(n, k) style features with the characters-per-review column as log(1 + characters)."""
-    style = np.vstack([style_features(p) for p in profiles]) if profiles else np.zeros((0, len(STYLE_FEATURES)))
+def persona_style(features: np.ndarray) -> np.ndarray:
+    """App. C's style features (n, k) as the layer uses them: the characters per review as
+    log(1 + characters)."""
+    style = np.array(features, dtype=np.float64, ndmin=2)
     style[:, 0] = np.log1p(style[:, 0])
     return style
 
 
-def style_standardization(profiles: list[list[Interaction]]) -> dict:
-    """Each style feature's population mean and spread (JSON-serializable; a constant feature gets 1)."""
-    style = _style_matrix(profiles)
+def style_standardization(features: np.ndarray) -> dict:
+    """Each style feature's population mean and spread over (n, k) style features (JSON-serializable;
+    a constant feature gets spread 1)."""
+    style = persona_style(features) if len(features) else np.zeros((0, len(STYLE_FEATURES)))
     spread = style.std(axis=0) if len(style) else np.ones(len(STYLE_FEATURES))
     return {
         "features": list(STYLE_FEATURES),
@@ -49,27 +50,35 @@ def style_standardization(profiles: list[list[Interaction]]) -> dict:
 
 
 def persona_vectors(
-    profile_vectors: np.ndarray, profiles: list[list[Interaction] | None], standardization: dict, style_scale: float
+    profile_vectors: np.ndarray, features: np.ndarray | None, standardization: dict, style_scale: float
 ) -> np.ndarray:
-    """x_u for each row: (n, d + k) float32 unit rows.
-
-    A ``None`` profile (a query that is not a user, such as a cold start's item text) has the
-    population's mean style, z = 0.
-    """
+    """x_u for each row: (n, d + k) float32 unit rows from (n, d) profile embeddings and (n, k)
+    style features; ``None`` (a query that is not a user, such as a cold start's item text) has the
+    population's mean style, z = 0."""
     k = len(standardization["mean"])
     z = np.zeros((len(profile_vectors), k))
-    rows = [r for r, profile in enumerate(profiles) if profile is not None]
-    if rows:
-        style = _style_matrix([profiles[r] for r in rows])
-        z[rows] = (style - np.asarray(standardization["mean"])) / np.asarray(standardization["std"])
+    if features is not None and len(profile_vectors):
+        z = (persona_style(features) - np.asarray(standardization["mean"])) / np.asarray(standardization["std"])
     x = np.hstack([np.asarray(profile_vectors, dtype=np.float64), style_scale * z / np.sqrt(k)])
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+def _layer_inputs(store: Store) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Users with a profile vector, their vectors and style features (computed from the profiles of
+    users a store made before style features were stored)."""
+    user_ids, profile_vectors = store.profile_vectors()
+    stored = store.style_features()
+    missing = [u for u in user_ids if u not in stored]
+    if missing:
+        profiles = store.profiles(missing)
+        stored |= {u: style_features(profiles.get(u, [])) for u in missing}
+    features = np.array([stored[u] for u in user_ids]) if user_ids else np.zeros((0, len(STYLE_FEATURES)))
+    return user_ids, profile_vectors, features
+
+
 def population_standardization(store: Store) -> dict:
     """The style standardization of every user with a profile vector (what a first build stores)."""
-    profiles = store.profiles()
-    return style_standardization([profiles.get(u, []) for u in store.profile_vectors()[0]])
+    return style_standardization(_layer_inputs(store)[2])
 
 
 def has_persona_layer(store: Store) -> bool:
@@ -85,7 +94,5 @@ def persona_layer(
     standardization = standardization or store.get_meta(STYLE_META)
     if standardization is None:
         raise StoreError(f"{store.path}: the graph has no whole-persona layer; run `copersona build` again")
-    user_ids, profile_vectors = store.profile_vectors()
-    profiles = store.profiles()
-    profile_of = [profiles.get(u, []) for u in user_ids]
-    return user_ids, persona_vectors(profile_vectors, profile_of, standardization, config.style_scale)
+    user_ids, profile_vectors, features = _layer_inputs(store)
+    return user_ids, persona_vectors(profile_vectors, features, standardization, config.style_scale)

@@ -28,7 +28,7 @@ from copersona.backends.embed import Embedder
 from copersona.build import Backends, Build
 from copersona.config import GraphConfig, HarnessConfig
 from copersona.data.records import Example, Interaction
-from copersona.facets.profile import profile_text
+from copersona.facets.profile import profile_text, style_features
 from copersona.graph.knn import LayerIndex
 from copersona.graph.multiplex import graph_layer, layer_gates, layer_index, layer_keys, reliability_gates
 from copersona.graph.persona_layer import persona_vectors
@@ -139,8 +139,9 @@ class Personas:
 
     def _persona_vector(self, profile_vector: np.ndarray, profile: list[Interaction] | None) -> np.ndarray:
         """x_u of the whole-persona layer for a request's profile (None: an item query, mean style)."""
+        features = None if profile is None else style_features(profile)[None, :]
         standardization = self.store.get_meta(STYLE_META)
-        return persona_vectors(profile_vector[None, :], [profile], standardization, self.graph_config.style_scale)[0]
+        return persona_vectors(profile_vector[None, :], features, standardization, self.graph_config.style_scale)[0]
 
     # -- resolution --------------------------------------------------------------------------
     def of(self, example: Example) -> RequestPersona:

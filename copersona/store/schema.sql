@@ -38,6 +38,10 @@ CREATE TABLE IF NOT EXISTS profile_vectors (
     user_id TEXT PRIMARY KEY,
     vector  BLOB NOT NULL               -- float32, L2-normalized profile embedding
 );
+CREATE TABLE IF NOT EXISTS style_features (
+    user_id  TEXT PRIMARY KEY,
+    features BLOB NOT NULL              -- float64, App. C's writing-style vector of the profile
+);
 CREATE TABLE IF NOT EXISTS facet_states (
     user_id        TEXT NOT NULL,
     facet_key      TEXT NOT NULL,

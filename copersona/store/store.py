@@ -28,7 +28,7 @@ from copersona.personadb.records import Persona, PersonaUnit
 from copersona.store.database import Database, SQLiteDatabase, StoreError, open_database
 from copersona.store.records import RunRecord
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _INTERACTION_COLUMNS = (
     "user_id",
@@ -417,12 +417,23 @@ class Store:
         return [ClusterEvidence.model_validate_json(r[0]) for r in rows]
 
     # -- vectors ----------------------------------------------------------------------------
-    def write_profile_vectors(self, user_ids: list[str], vectors: np.ndarray) -> None:
+    def write_profile_vectors(self, user_ids: list[str], vectors: np.ndarray, styles: np.ndarray | None = None) -> None:
+        """Users' profile embeddings and, where given, their profiles' style features, in one transaction."""
         with self.transaction():
             self._db.executemany(
                 upsert("profile_vectors", ("user_id", "vector"), ("user_id",)),
                 [(u, _blob(v)) for u, v in zip(user_ids, vectors)],
             )
+            if styles is not None:
+                self._db.executemany(
+                    upsert("style_features", ("user_id", "features"), ("user_id",)),
+                    [(u, np.asarray(f, dtype=np.float64).tobytes()) for u, f in zip(user_ids, styles)],
+                )
+
+    def style_features(self) -> dict[str, np.ndarray]:
+        """Each user's stored style features (float64, App. C); a store of schema < 6 may lack some."""
+        rows = self._db.execute("SELECT user_id, features FROM style_features").fetchall()
+        return {r[0]: np.frombuffer(r[1], dtype=np.float64).copy() for r in rows}
 
     def profile_vectors(self) -> tuple[list[str], np.ndarray]:
         rows = self._db.execute("SELECT user_id, vector FROM profile_vectors ORDER BY user_id").fetchall()
@@ -721,6 +732,7 @@ class Store:
         for table, where in (
             ("interactions", "user_id = ?"),
             ("profile_vectors", "user_id = ?"),
+            ("style_features", "user_id = ?"),
             ("facet_states", "user_id = ?"),
             ("soft_prompts", "user_id = ?"),
             ("persona_db_units", "user_id = ?"),
@@ -768,7 +780,7 @@ class Store:
     def forget_personas(self, user_ids: Iterable[str]) -> None:
         """Drop these users' profile vectors, facet states and Persona-DB personas (to be computed again)."""
         with self.transaction():
-            for table in ("profile_vectors", "facet_states", "persona_db_units"):
+            for table in ("profile_vectors", "style_features", "facet_states", "persona_db_units"):
                 self._db.executemany(f"DELETE FROM {table} WHERE user_id = ?", [(u,) for u in user_ids])
 
     def drop_soft_prompts(self, user_ids: Iterable[str]) -> int:

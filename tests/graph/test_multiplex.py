@@ -8,6 +8,7 @@ from synthetic import clustered_unit_vectors
 
 from copersona.config import GraphConfig
 from copersona.data.records import Interaction, User
+from copersona.facets.profile import style_features
 from copersona.facets.records import Facet, FacetSchema, FacetSummary
 from copersona.graph.knn import top_k_neighbours
 from copersona.graph.multiplex import (
@@ -146,7 +147,14 @@ def store(tmp_path):
             ],
             holdout_k=1,
         )
-        store.write_profile_vectors(user_ids, clustered_unit_vectors(len(user_ids), 16, 4, seed=7))
+        # The first half with the style features a build stores beside the vectors; the rest as a
+        # store made before they were stored (the layer computes them from the profiles).
+        vectors, half = clustered_unit_vectors(len(user_ids), 16, 4, seed=7), len(user_ids) // 2
+        profiles = store.profiles(user_ids[:half])
+        store.write_profile_vectors(
+            user_ids[:half], vectors[:half], [style_features(profiles[u]) for u in user_ids[:half]]
+        )
+        store.write_profile_vectors(user_ids[half:], vectors[half:])
         yield store
 
 
@@ -155,9 +163,8 @@ def test_build_graph_stores_every_layer(store):
 
     user_ids, profile_vectors = store.profile_vectors()
     profiles = store.profiles()
-    persona = persona_vectors(
-        profile_vectors, [profiles[u] for u in user_ids], store.get_meta(STYLE_META), CONFIG.style_scale
-    )
+    features = np.array([style_features(profiles[u]) for u in user_ids])
+    persona = persona_vectors(profile_vectors, features, store.get_meta(STYLE_META), CONFIG.style_scale)
     layers = {key: store.facet_layer(key, placeholders=False) for key in FACET_KEYS}
     layers[PERSONA_LAYER] = (user_ids, persona, None)  # ungated
     for key, (users, vectors, labels) in layers.items():
@@ -211,18 +218,22 @@ def test_rank_neighbours_mixes_layers(weights, persona_weight, order):
 
 
 def test_persona_vectors_put_style_beside_the_profile_embedding():
-    profile_vectors = clustered_unit_vectors(3, 8, 1, seed=1)
+    profile_vectors = clustered_unit_vectors(2, 8, 1, seed=1)
     profiles = [
         [Interaction(user_id="a", item_id="i", timestamp=0, text="Short.")],
         [Interaction(user_id="b", item_id="i", timestamp=0, text="A much longer review, with commas! " * 20)],
-        None,  # a query that is not a user: the mean style
     ]
+    features = np.array([style_features(p) for p in profiles])
     standardization = {"features": ["x"] * 8, "mean": [0.0] * 8, "std": [1.0] * 8}
-    x = persona_vectors(profile_vectors, profiles, standardization, 0.5)
+    x = persona_vectors(profile_vectors, features, standardization, 0.5)
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(x[2, :8], profile_vectors[2], rtol=1e-6)  # z = 0: the profile embedding
-    assert not np.allclose(x[0, 8:], x[1, 8:])
-    np.testing.assert_allclose(persona_vectors(profile_vectors, profiles, standardization, 0.0)[:, :8], profile_vectors)
+    assert not np.allclose(x[0, 8:], x[1, 8:])  # the style block tells the writers apart
+    # before normalization the first style entry is s z / sqrt(k) beside the unit profile embedding
+    scale = x[1, :8] @ profile_vectors[1]
+    np.testing.assert_allclose(x[1, 8] / scale, 0.5 * np.log1p(features[1, 0]) / np.sqrt(8), rtol=1e-5)
+    # a query that is not a user (None) has the mean style: its vector is the profile embedding
+    np.testing.assert_allclose(persona_vectors(profile_vectors, None, standardization, 0.5)[:, :8], profile_vectors)
+    np.testing.assert_allclose(persona_vectors(profile_vectors, features, standardization, 0.0)[:, :8], profile_vectors)
 
 
 def test_persona_weight_zero_builds_the_papers_graph(store):
