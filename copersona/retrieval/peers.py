@@ -2,7 +2,9 @@
 
 For a user u*, the peers are the top neighbours by combined similarity (App. C: up to three).
 For each facet m, the peers linked to u* in layer m bring their facet package t_v^(m) (summary and
-quotes, Eq. 4) with the gated similarity A~_{u*v}^(m) as the confidence (Eq. 8). Everything is read
+quotes, Eq. 4) with the gated similarity A~_{u*v}^(m) as the confidence (Eq. 8). A peer linked to
+u* by the whole-persona layer alone (no facet edge) brings its package on every facet, with its
+whole-persona similarity as the confidence: it was chosen as a whole, not for a facet. Everything is read
 from the store once, so assembling a request's context is dictionary lookups.
 
 A request's :class:`~copersona.retrieval.cutoff.EvidenceCutoff` decides which of a peer's texts it
@@ -17,10 +19,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from copersona.facets.records import Facet, FacetSummary
-from copersona.graph.records import Neighbour, rank_neighbours
+from copersona.graph.records import PERSONA_LAYER, Neighbour, rank_neighbours
 from copersona.retrieval.cutoff import DroppedText, EvidenceCutoff
 from copersona.store import Store, StoreError
 
+# Labels whose facet text is the placeholder: no evidence a layer links on (FacetSummary.facet_text).
+WITHOUT_EVIDENCE = ("none", "weak")
 SUMMARY_REPLACED = "summary replaced by the peer's earlier quotes"
 PEER_SKIPPED = "peer skipped on this facet"
 QUOTE_DROPPED = "quote dropped"
@@ -90,16 +94,30 @@ class PeerIndex:
         with what ``cutoff`` kept out. ``neighbours``: the request's own peers (a persona derived
         from its profile, :mod:`copersona.graph.personas`) instead of the stored graph's."""
         peers = self.neighbours(user_id, limit) if neighbours is None else neighbours[:limit]
+        # A peer's confidence per facet: its facet weights; a peer linked by the whole-persona layer
+        # alone (no facet edge) brings every facet its evidence supports, at its whole-persona weight.
+        confidence: dict[str, dict[str, float]] = {}
+        for peer in peers:
+            if self.facets.keys() & peer.facets.keys():
+                confidence[peer.user_id] = peer.facets
+            else:
+                confidence[peer.user_id] = {
+                    key: peer.facets[PERSONA_LAYER]
+                    for key in self.facets
+                    if (peer.user_id, key) in self._states
+                    and self._states[(peer.user_id, key)].reliability not in WITHOUT_EVIDENCE
+                }
         groups, dropped = [], []
         for key, facet in self.facets.items():
             exemplars = []
-            for peer in sorted((p for p in peers if key in p.facets), key=lambda p: (-p.facets[key], p.user_id)):
-                state = self._states[(peer.user_id, key)]
+            linked = sorted((v for v, c in confidence.items() if key in c), key=lambda v: (-confidence[v][key], v))
+            for peer_id in linked:
+                state = self._states[(peer_id, key)]
                 if self.words == "none":
                     state = state.model_copy(
                         update={"quotes": [], "quote_sources": [], "summary": "" if own_words(state) else state.summary}
                     )
-                exemplar = self._exemplar(peer.user_id, peer.facets[key], state, cutoff)
+                exemplar = self._exemplar(peer_id, confidence[peer_id][key], state, cutoff)
                 dropped.extend(exemplar[1])
                 if exemplar[0] is not None:
                     exemplars.append(exemplar[0])

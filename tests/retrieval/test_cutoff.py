@@ -10,6 +10,7 @@ from copersona.config import HarnessConfig, PeersConfig
 from copersona.data.records import Interaction
 from copersona.facets.profile import split_sentences
 from copersona.facets.records import FacetSummary, ReviewRef
+from copersona.graph.records import PERSONA_LAYER
 from copersona.retrieval.cutoff import LATER, SAME_ITEM, EvidenceCutoff, day
 from copersona.retrieval.peers import PEER_SKIPPED, QUOTE_DROPPED, SUMMARY_REPLACED, PeerIndex
 from copersona.store import Store
@@ -155,6 +156,30 @@ def test_peer_context_never_carries_later_or_same_item_reviews(store, runtime, e
         for dropped in inp.dropped:
             assert dropped.peer in peers and dropped.reason in (LATER, SAME_ITEM)
     assert with_drops > 0, "the real build should hold targets whose peers wrote later reviews"
+
+
+def test_peers_found_by_the_whole_persona_layer_alone_bring_their_facets(store, runtime, examples):
+    """A peer linked by no facet edge (only by the whole-persona layer) still brings its facet
+    packages where its evidence supports one, at its whole-persona weight, or has them cut off."""
+    index = runtime.resources().peers
+    limit = runtime.config.retrieval.neighbours
+    strong = {(s.user_id, s.facet_key) for s in store.facet_states() if s.reliability in ("moderate", "strong")}
+    persona_only = 0
+    for example in examples:
+        cutoff = EvidenceCutoff.for_target(example.target, runtime.config.peers)
+        groups, dropped = index.context(example.user_id, limit, cutoff)
+        shown = {(e.peer_id, g.facet.key): e.weight for g in groups for e in g.exemplars}
+        cut = {(d.peer, d.facet) for d in dropped}
+        for peer in index.neighbours(example.user_id, limit):
+            if set(peer.facets) != {PERSONA_LAYER}:
+                continue
+            persona_only += 1
+            for key in index.facets:
+                if (peer.user_id, key) in strong and (peer.user_id, key) not in cut:
+                    assert shown[(peer.user_id, key)] == peer.facets[PERSONA_LAYER]
+                elif (peer.user_id, key) not in strong:
+                    assert (peer.user_id, key) not in shown  # no evidence: nothing a layer links on
+    assert persona_only, "the session build should choose some peers by the whole-persona layer alone"
 
 
 def test_persona_db_collaborators_bring_only_units_of_earlier_reviews_of_other_items(store, runtime, examples):
