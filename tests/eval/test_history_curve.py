@@ -24,6 +24,8 @@ POISON = "POISON persona text that only the stored persona holds"
 # Sentences at least this long are distinctive enough to look for verbatim in an input.
 DISTINCT_CHARS = 40
 USERS = 2
+NO_EDGES = "no peers: the user has no edges"
+CUT_OFF = "no peers: every peer text was written on or after the target"
 
 
 @pytest.mark.parametrize(
@@ -52,7 +54,7 @@ def _inputs(path, runtime_on, cap: int, users: list[str]) -> dict[str, str]:
                 for e in examples:
                     inp = method.inputs(e)
                     found[f"{task}/{name}/{example_key(e)}"] = json.dumps(
-                        [inp.messages, inp.prediction, inp.rating], sort_keys=True
+                        [inp.messages, inp.prediction, inp.rating, inp.notes], sort_keys=True
                     )
         return found
 
@@ -106,8 +108,11 @@ def test_cut_reviews_reach_no_input_of_the_capped_request(capped, runtime_on, tm
         assert {k: v for k, v in after.items() if f"/{user}/" in k} == {
             k: v for k, v in before.items() if f"/{user}/" in k
         }
+    # Peers are found even from one review: each prompt shows them, or they were found and the
+    # evidence cutoff kept their texts out (written after this target), never "no edges".
     prompts = {key: text for key, text in before.items() if key.startswith("review/copersona-np/")}
-    assert any("Peer A" in text for text in prompts.values())  # peers are found even from one review
+    assert prompts and not any(NO_EDGES in text for text in prompts.values())
+    assert all("Peer A" in text or CUT_OFF in text for text in prompts.values())
 
 
 def test_history_cap_sweep_from_the_cli(built_store, tmp_path):
