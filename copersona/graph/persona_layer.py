@@ -39,14 +39,11 @@ def persona_style(features: np.ndarray) -> np.ndarray:
 
 def style_standardization(features: np.ndarray) -> dict:
     """Each style feature's population mean and spread over (n, k) style features (JSON-serializable;
-    a constant feature gets spread 1)."""
-    style = persona_style(features) if len(features) else np.zeros((0, len(STYLE_FEATURES)))
+    a constant feature, or an empty population, gets mean 0 and spread 1)."""
+    style = persona_style(features).reshape(-1, len(STYLE_FEATURES))
+    mean = style.mean(axis=0) if len(style) else np.zeros(len(STYLE_FEATURES))
     spread = style.std(axis=0) if len(style) else np.ones(len(STYLE_FEATURES))
-    return {
-        "features": list(STYLE_FEATURES),
-        "mean": (style.mean(axis=0) if len(style) else np.zeros(len(STYLE_FEATURES))).tolist(),
-        "std": np.where(spread > 0, spread, 1.0).tolist(),
-    }
+    return {"features": list(STYLE_FEATURES), "mean": mean.tolist(), "std": np.where(spread > 0, spread, 1.0).tolist()}
 
 
 def persona_vectors(
