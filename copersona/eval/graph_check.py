@@ -31,7 +31,7 @@ from rouge_score import tokenizers
 from copersona.backends.embed import Embedder
 from copersona.eval.stats import Estimate, bootstrap_mean
 from copersona.graph.multiplex import global_knn
-from copersona.graph.records import PERSONA_LAYER, rank_neighbours
+from copersona.graph.records import PERSONA_LAYER, Neighbour, rank_neighbours
 from copersona.store import Store, StoreError
 
 GLOBAL = "global-knn (baseline)"
@@ -226,19 +226,19 @@ def check_graph(
         layer = {u: peers for u, peers in layer.items() if peers}
         if layer:
             peer_sets[name] = layer
+
+    # The default ranking, and the paper's rule from the same edges with the whole-persona layer left out.
+    def first(ranked: list[Neighbour]) -> list[str]:
+        return [n.user_id for n in ranked if n.user_id in reviews][:neighbours]
+
+    ranked = {u: store.neighbours(u) for u in users}
     if PERSONA in peer_sets:
-        facet_only: dict[str, list[str]] = {}
-        for u in users:
-            weights: dict[str, dict[str, float]] = {}
-            for edge in store.edges(source=u):
-                if edge.facet_key != PERSONA_LAYER:
-                    weights.setdefault(edge.target, {})[edge.facet_key] = edge.weight
-            ranked = rank_neighbours(weights, len(schema.facets))
-            facet_only[u] = [n.user_id for n in ranked if n.user_id in reviews][:neighbours]
+        facet_only = {}
+        for u, peers in ranked.items():
+            facet_weights = {n.user_id: {k: w for k, w in n.facets.items() if k != PERSONA_LAYER} for n in peers}
+            facet_only[u] = first(rank_neighbours({v: w for v, w in facet_weights.items() if w}, len(schema.facets)))
         peer_sets["facet layers only (paper's rule)"] = facet_only
-    peer_sets[COMBINED] = {
-        u: [n.user_id for n in store.neighbours(u) if n.user_id in reviews][:neighbours] for u in users
-    }
+    peer_sets[COMBINED] = {u: first(peers) for u, peers in ranked.items()}
     profile_ids, profile_vectors = store.profile_vectors()
     global_edges = global_knn(
         profile_ids, profile_vectors, neighbours, store.get_meta("build_config")["graph"]["min_similarity"]

@@ -12,6 +12,8 @@ from copersona.data.records import Interaction
 
 Reliability = Literal["none", "weak", "moderate", "strong"]
 RELIABILITY_LEVELS: tuple[Reliability, ...] = ("none", "weak", "moderate", "strong")
+# Labels whose facet text is the neutral placeholder: no evidence a graph layer links on.
+PLACEHOLDER_LEVELS: tuple[Reliability, ...] = ("none", "weak")
 
 
 class Facet(BaseModel):
@@ -112,7 +114,7 @@ class FacetSummary(BaseModel):
 
     def facet_text(self, placeholder: str) -> str:
         """Eq. 4's t = [s; ev], or the neutral placeholder where evidence is none or weak."""
-        if self.reliability in ("none", "weak"):
+        if self.reliability in PLACEHOLDER_LEVELS:
             return placeholder
         extra = [q for q in self.quotes if q not in self.summary]
         return " ".join([self.summary, *extra]).strip() or placeholder

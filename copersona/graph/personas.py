@@ -94,6 +94,7 @@ class Personas:
         self._build: Build | None = None
         self._layers: dict[str, _Layer] | None = None
         self._vectors: dict[str, np.ndarray] | None = None
+        self._style_standardization: dict | None = None  # the whole-persona layer's, read with the layers
 
     # -- what is read from the store once ----------------------------------------------------
     @property
@@ -131,6 +132,7 @@ class Personas:
                 users, vectors, labels = graph_layer(self.store, graph, key)
                 index = layer_index(vectors, layer_gates(labels, len(users), graph), graph) if users else None
                 self._layers[key] = _Layer(users, {user: row for row, user in enumerate(users)}, index)
+            self._style_standardization = self.store.get_meta(STYLE_META)
         return self._layers
 
     def _rank(self, weights: dict[str, dict[str, float]]) -> list[Neighbour]:
@@ -138,10 +140,11 @@ class Personas:
         return rank_neighbours(weights, facets, self.graph_config.persona_weight)
 
     def _persona_vector(self, profile_vector: np.ndarray, profile: list[Interaction] | None) -> np.ndarray:
-        """x_u of the whole-persona layer for a request's profile (None: an item query, mean style)."""
+        """x_u of the whole-persona layer for a request's profile (None: an item query, mean style);
+        called once the layers are read."""
         features = None if profile is None else style_features(profile)[None, :]
-        standardization = self.store.get_meta(STYLE_META)
-        return persona_vectors(profile_vector[None, :], features, standardization, self.graph_config.style_scale)[0]
+        scale = self.graph_config.style_scale
+        return persona_vectors(profile_vector[None, :], features, self._style_standardization, scale)[0]
 
     # -- resolution --------------------------------------------------------------------------
     def of(self, example: Example) -> RequestPersona:

@@ -20,6 +20,7 @@ from collections import defaultdict
 import numpy as np
 
 from copersona.config import GraphConfig
+from copersona.facets.records import PLACEHOLDER_LEVELS
 from copersona.graph.multiplex import edges_of, layer_neighbours, reliability_gates
 from copersona.graph.records import rank_neighbours
 from copersona.rec.metrics import rank_of, ranking_metrics
@@ -66,7 +67,7 @@ def facet_peers(store: RecStore, graph: GraphConfig) -> dict[str, list[tuple[str
     users, keys, labels, vectors = store.facets()
     weights: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for f, key in enumerate(keys):
-        rows = np.flatnonzero(~np.isin(labels[:, f], ("none", "weak")))
+        rows = np.flatnonzero(~np.isin(labels[:, f], PLACEHOLDER_LEVELS))
         if len(rows) < 2:
             continue
         layer_users = [users[r] for r in rows]

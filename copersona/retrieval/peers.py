@@ -18,13 +18,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from copersona.facets.records import Facet, FacetSummary
+from copersona.facets.records import PLACEHOLDER_LEVELS, Facet, FacetSummary
 from copersona.graph.records import PERSONA_LAYER, Neighbour, rank_neighbours
 from copersona.retrieval.cutoff import DroppedText, EvidenceCutoff
 from copersona.store import Store, StoreError
 
-# Labels whose facet text is the placeholder: no evidence a layer links on (FacetSummary.facet_text).
-WITHOUT_EVIDENCE = ("none", "weak")
 SUMMARY_REPLACED = "summary replaced by the peer's earlier quotes"
 PEER_SKIPPED = "peer skipped on this facet"
 QUOTE_DROPPED = "quote dropped"
@@ -78,8 +76,9 @@ class PeerIndex:
         weights: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
         for edge in store.edges():
             weights[edge.source][edge.target][edge.facet_key] = edge.weight
+        persona_weight = store.persona_weight()
         self._neighbours: dict[str, list[Neighbour]] = {
-            user: rank_neighbours(peers, len(self.facets), store.persona_weight()) for user, peers in weights.items()
+            user: rank_neighbours(peers, len(self.facets), persona_weight) for user, peers in weights.items()
         }
 
     def neighbours(self, user_id: str, limit: int | None) -> list[Neighbour]:
@@ -105,7 +104,7 @@ class PeerIndex:
                     key: peer.facets[PERSONA_LAYER]
                     for key in self.facets
                     if (peer.user_id, key) in self._states
-                    and self._states[(peer.user_id, key)].reliability not in WITHOUT_EVIDENCE
+                    and self._states[(peer.user_id, key)].reliability not in PLACEHOLDER_LEVELS
                 }
         groups, dropped = [], []
         for key, facet in self.facets.items():
