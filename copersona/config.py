@@ -323,6 +323,14 @@ class MethodsConfig:
         choices=("extractive", "llm"),
         default="extractive",
     )
+    copersona_answer: str = _help(
+        "CoPersona's review answer: 'select' (the persona scorer keeps the generated answer or the user's own "
+        "most relevant past review, each opened by the request's review title: whichever is closer to the "
+        "user's other reviews; see copersona/methods/selection.py) or 'generated' (the generator's answer as "
+        "it is, the paper's). Chosen on validation (README).",
+        choices=("select", "generated"),
+        default="select",
+    )
     persona_db_refiner: str = _help(
         "Persona-DB: who refines histories into distilled facts, induced traits and persona keys: "
         "'extractive' (the reviews' own sentences, clustering and TF-IDF keys; no LLM) or 'llm' (the "

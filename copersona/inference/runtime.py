@@ -304,7 +304,17 @@ class Runtime:
                     else:
                         prediction.record(answer)
                 advance(len(batch))
+        for prediction, example, inp in zip(predictions, examples, inputs):
+            self._finish(method, example, inp, prediction)
         return predictions
+
+    @staticmethod
+    def _finish(method: Method, example: Example, inp: MethodInput, prediction: Prediction) -> None:
+        """The method's final answer from the generated text (a selecting method may keep another candidate)."""
+        if not method.selects(example):
+            return
+        prediction.text, notes = method.answer(example, inp, prediction.text)
+        prediction.notes = [*prediction.notes, *notes]
 
     def stream(self, name: str, example: Example, on_text: TextSink, *, max_tokens: int | None = None) -> Prediction:
         """One prediction whose text goes to ``on_text`` as it is generated (a reference method's,
@@ -328,7 +338,13 @@ class Runtime:
 
         llm = self.generator(name)
         self.generated_with[name] = llm.model_id
-        prediction.record(llm.stream(self._request(name, example, inp, max_tokens), trimmed))
+        request = self._request(name, example, inp, max_tokens)
+        if method.selects(example):  # the answer is known only once every candidate is
+            prediction.record(llm.generate([request])[0])
+            self._finish(method, example, inp, prediction)
+            on_text(prediction.text)
+            return prediction
+        prediction.record(llm.stream(request, trimmed))
         return prediction
 
     @staticmethod

@@ -220,6 +220,16 @@ class Method(ABC):
     def inputs(self, example: Example) -> MethodInput:
         """The generator input for one example (or, for reference methods, the prediction)."""
 
+    def selects(self, example: Example) -> bool:
+        """Whether the answer to ``example`` is chosen by :meth:`answer` after generation (then it is not
+        streamed piece by piece: the generated text may not be the answer)."""
+        return False
+
+    def answer(self, example: Example, inp: MethodInput, generated: str) -> tuple[str, list[str]]:
+        """The final answer of a selecting method from the generated text, and notes saying which
+        candidate it kept."""
+        return generated, []
+
     def training_input(self, example: Example) -> MethodInput:
         """The input a fine-tuning step trains on: the method's input (a multi-pass method's first pass)."""
         return self.inputs(example)

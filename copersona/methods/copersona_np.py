@@ -3,13 +3,20 @@
 C_u(x') = LINEARIZE(H_u(x'), {E_u^(m)}): the retrieved history goes in as few-shot turns (shared
 layout); the peers' facet packages are grouped by facet, each with the gated similarity as its
 confidence, strongest first. Peers are named by alias: their ids mean nothing to the model.
+
+The review answer is then chosen (``methods.copersona_answer = "select"``, the default) between the
+generated one and the user's own most relevant past review, both opened by the request's review
+title, by the persona scorer of :mod:`copersona.methods.selection`; "generated" keeps the paper's
+answer as generated.
 """
 
 from __future__ import annotations
 
-from copersona.data.records import Example
+from copersona.data.records import Example, Interaction
 from copersona.data.sanitize import sanitize
+from copersona.methods.base import MethodInput
 from copersona.methods.prompts import Context, PromptMethod, fenced
+from copersona.methods.selection import GENERATED, RETRIEVED, PersonaScorer, opened
 from copersona.retrieval import DroppedText, FacetPeers, TokenBudget
 
 
@@ -79,3 +86,34 @@ class CoPersonaNP(PromptMethod):
             "resemblance is, 0-1):"
         )
         return Context(fenced(title, text, budget), {"peers": text}, found, dropped)
+
+    def selects(self, example: Example) -> bool:
+        """Whether the answer to ``example`` is selected: review targets (not free requests, not ratings)."""
+        return self.config.methods.copersona_answer == "select" and example.task == "review" and not example.instruction
+
+    def _most_relevant(self, example: Example) -> Interaction | None:
+        """The user's past review the self-history retriever ranks first (the prompt's last few-shot turn)."""
+        best = self.resources.retriever.retrieve(example.profile, example.query(), 1)
+        return best[0] if best else None
+
+    def inputs(self, example: Example) -> MethodInput:
+        inp = super().inputs(example)
+        if self.selects(example):
+            review = self._most_relevant(example)
+            if review is not None:
+                inp.parts["retrieved answer"] = opened(example.target.review_title, review.text)
+        return inp
+
+    def answer(self, example: Example, inp: MethodInput, generated: str) -> tuple[str, list[str]]:
+        """The generated or the retrieved candidate, whichever the persona scorer puts closer to the
+        user's other past reviews (the one the retrieved candidate copies is not among them)."""
+        candidates = {GENERATED: opened(example.target.review_title, generated)}
+        review = self._most_relevant(example)
+        if review is None:
+            return candidates[GENERATED], ["answer: the generated candidate (no past review to retrieve)"]
+        candidates[RETRIEVED] = opened(example.target.review_title, review.text)
+        persona = [other.text for other in example.profile if other != review]
+        selection = PersonaScorer().choose(candidates, persona)
+        if selection is None:
+            return candidates[GENERATED], ["answer: the generated candidate (no other past review to score against)"]
+        return selection.text, [selection.note]
