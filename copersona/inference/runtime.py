@@ -305,15 +305,17 @@ class Runtime:
                         prediction.record(answer)
                 advance(len(batch))
         for prediction, example, inp in zip(predictions, examples, inputs):
-            self._finish(method, example, inp, prediction)
+            self._finish(method, example, inp, prediction, max_tokens)
         return predictions
 
     @staticmethod
-    def _finish(method: Method, example: Example, inp: MethodInput, prediction: Prediction) -> None:
+    def _finish(
+        method: Method, example: Example, inp: MethodInput, prediction: Prediction, max_tokens: int | None
+    ) -> None:
         """The method's final answer from the generated text (a selecting method may keep another candidate)."""
         if not method.selects(example):
             return
-        prediction.text, notes = method.answer(example, inp, prediction.text)
+        prediction.text, notes = method.answer(example, inp, prediction.text, max_tokens)
         prediction.notes = [*prediction.notes, *notes]
 
     def stream(self, name: str, example: Example, on_text: TextSink, *, max_tokens: int | None = None) -> Prediction:
@@ -341,7 +343,7 @@ class Runtime:
         request = self._request(name, example, inp, max_tokens)
         if method.selects(example):  # the answer is known only once every candidate is
             prediction.record(llm.generate([request])[0])
-            self._finish(method, example, inp, prediction)
+            self._finish(method, example, inp, prediction, max_tokens)
             on_text(prediction.text)
             return prediction
         prediction.record(llm.stream(request, trimmed))

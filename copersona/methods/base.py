@@ -225,9 +225,11 @@ class Method(ABC):
         streamed piece by piece: the generated text may not be the answer)."""
         return False
 
-    def answer(self, example: Example, inp: MethodInput, generated: str) -> tuple[str, list[str]]:
+    def answer(
+        self, example: Example, inp: MethodInput, generated: str, max_tokens: int | None = None
+    ) -> tuple[str, list[str]]:
         """The final answer of a selecting method from the generated text, and notes saying which
-        candidate it kept."""
+        candidate it kept; under a request's answer cap (``max_tokens``) only candidates within it."""
         return generated, []
 
     def training_input(self, example: Example) -> MethodInput:

@@ -104,14 +104,25 @@ class CoPersonaNP(PromptMethod):
                 inp.parts["retrieved answer"] = opened(example.target.review_title, review.text)
         return inp
 
-    def answer(self, example: Example, inp: MethodInput, generated: str) -> tuple[str, list[str]]:
+    def answer(
+        self, example: Example, inp: MethodInput, generated: str, max_tokens: int | None = None
+    ) -> tuple[str, list[str]]:
         """The generated or the retrieved candidate, whichever the persona scorer puts closer to the
-        user's other past reviews (the one the retrieved candidate copies is not among them)."""
-        candidates = {GENERATED: opened(example.target.review_title, generated)}
+        user's other past reviews (the one the retrieved candidate copies is not among them).
+
+        Under a request's answer cap a candidate longer than the cap is not offered; the generated
+        answer without its opening always fits (it was generated under the cap)."""
+        title = example.target.review_title
+        candidates = {GENERATED: opened(title, generated)}
         review = self._most_relevant(example)
-        if review is None:
-            return candidates[GENERATED], ["answer: the generated candidate (no past review to retrieve)"]
-        candidates[RETRIEVED] = opened(example.target.review_title, review.text)
+        if review is not None:
+            candidates[RETRIEVED] = opened(title, review.text)
+        if max_tokens is not None:
+            candidates = {n: t for n, t in candidates.items() if self.resources.count_tokens(t) <= max_tokens}
+            candidates.setdefault(GENERATED, generated)
+        if RETRIEVED not in candidates:
+            why = "no past review to retrieve" if review is None else "the retrieved one exceeds the answer cap"
+            return candidates[GENERATED], [f"answer: the generated candidate ({why})"]
         persona = [other.text for other in example.profile if other != review]
         selection = PersonaScorer().choose(candidates, persona)
         if selection is None:

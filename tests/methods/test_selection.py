@@ -117,3 +117,12 @@ def test_generated_setting_keeps_the_papers_answer(built_db, scripted_backend, e
     assert [p.text for p in predictions] == [GIBBERISH] * len(examples)
     assert not any(n.startswith("answer:") for p in predictions for n in p.notes)
     assert "retrieved answer" not in runtime.inputs("copersona-np", examples[0]).parts
+
+
+def test_under_an_answer_cap_only_candidates_within_it_are_offered(built_db, scripted_backend, embedder):
+    examples = built_db.examples("test")[:6]
+    runtime = _runtime(built_db, scripted_backend([GIBBERISH]), embedder, "select")
+    cap = 6  # the scripted backend counts words: the generated answer fits, a whole past review does not
+    for prediction in runtime.predict("copersona-np", examples, max_tokens=cap):
+        assert len(prediction.text.split()) <= cap and prediction.text.endswith(GIBBERISH)
+        assert "answer: the generated candidate (the retrieved one exceeds the answer cap)" in prediction.notes
