@@ -324,12 +324,20 @@ class MethodsConfig:
         default="extractive",
     )
     copersona_answer: str = _help(
-        "CoPersona's review answer: 'select' (the persona scorer keeps the generated answer or the user's own "
-        "most relevant past review, each opened by the request's review title: whichever is closer to the "
-        "user's other reviews; see copersona/methods/selection.py) or 'generated' (the generator's answer as "
-        "it is, the paper's). Chosen on validation (README).",
+        "CoPersona's review answer: 'select' (the user's own most relevant past review or the generated answer, "
+        "each opened by the request's review title, chosen by a persona scorer: mean ROUGE-1 against the user's "
+        "other reviews; see copersona/methods/selection.py) or 'generated' (the generator's answer as it is, the "
+        "paper's). Chosen on validation (README).",
         choices=("select", "generated"),
         default="select",
+    )
+    copersona_select_margin: float = _help(
+        "With copersona_answer = 'select': how much higher (ROUGE-1 F, 0-1) the generated answer's persona score "
+        "must be than the retrieved review's to replace it (0.05, chosen on validation; 0 = the closer one wins, "
+        "1 = never the generated one).",
+        ge=0,
+        le=1,
+        default=0.05,
     )
     persona_db_refiner: str = _help(
         "Persona-DB: who refines histories into distilled facts, induced traits and persona keys: "

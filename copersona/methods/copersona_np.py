@@ -107,16 +107,16 @@ class CoPersonaNP(PromptMethod):
     def answer(
         self, example: Example, inp: MethodInput, generated: str, max_tokens: int | None = None
     ) -> tuple[str, list[str]]:
-        """The generated or the retrieved candidate, whichever the persona scorer puts closer to the
-        user's other past reviews (the one the retrieved candidate copies is not among them).
+        """The retrieved candidate, or the generated one where the persona scorer puts it closer to the
+        user's other past reviews (the one the retrieved candidate copies is not among them) by more
+        than the margin.
 
         Under a request's answer cap a candidate longer than the cap is not offered; the generated
         answer without its opening always fits (it was generated under the cap)."""
         title = example.target.review_title
-        candidates = {GENERATED: opened(title, generated)}
         review = self._most_relevant(example)
-        if review is not None:
-            candidates[RETRIEVED] = opened(title, review.text)
+        candidates = {RETRIEVED: opened(title, review.text)} if review is not None else {}
+        candidates[GENERATED] = opened(title, generated)
         if max_tokens is not None:
             candidates = {n: t for n, t in candidates.items() if self.resources.count_tokens(t) <= max_tokens}
             candidates.setdefault(GENERATED, generated)
@@ -124,7 +124,7 @@ class CoPersonaNP(PromptMethod):
             why = "no past review to retrieve" if review is None else "the retrieved one exceeds the answer cap"
             return candidates[GENERATED], [f"answer: the generated candidate ({why})"]
         persona = [other.text for other in example.profile if other != review]
-        selection = PersonaScorer().choose(candidates, persona)
+        selection = PersonaScorer().choose(candidates, persona, self.config.methods.copersona_select_margin)
         if selection is None:
             return candidates[GENERATED], ["answer: the generated candidate (no other past review to score against)"]
         return selection.text, [selection.note]

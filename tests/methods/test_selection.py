@@ -22,6 +22,7 @@ class ScorerCase:
     candidates: dict[str, str]
     persona: list[str]
     chosen: str | None  # None: nothing to choose by
+    margin: float = 0.0
 
 
 SCORER_CASES = [
@@ -41,6 +42,20 @@ SCORER_CASES = [
         "a tie keeps the first named", {GENERATED: "good cable", RETRIEVED: "cable good"}, ["a good cable"], GENERATED
     ),
     ScorerCase("an empty candidate is never chosen", {GENERATED: "  ", RETRIEVED: "x"}, ["y"], RETRIEVED),
+    ScorerCase(
+        "the first named keeps its place within the margin",
+        {RETRIEVED: "great strings", GENERATED: "great strings for the price"},
+        ["great strings for the price"],
+        RETRIEVED,
+        margin=0.5,  # 1.0 against 0.57
+    ),
+    ScorerCase(
+        "beyond the margin another wins",
+        {RETRIEVED: "great strings", GENERATED: "great strings for the price"},
+        ["great strings for the price"],
+        GENERATED,
+        margin=0.4,
+    ),
     ScorerCase("no persona: no choice", {GENERATED: "a", RETRIEVED: "b"}, ["", " "], None),
     ScorerCase("no candidate: no choice", {GENERATED: ""}, ["a review"], None),
 ]
@@ -48,13 +63,15 @@ SCORER_CASES = [
 
 @pytest.mark.parametrize("case", SCORER_CASES, ids=lambda c: c.name)
 def test_persona_scorer(case):
-    selection = PersonaScorer().choose(case.candidates, case.persona)
+    selection = PersonaScorer().choose(case.candidates, case.persona, case.margin)
     if case.chosen is None:
         assert selection is None
         return
     assert selection.chosen == case.chosen and selection.text == case.candidates[case.chosen]
     assert set(selection.scores) == {n for n, t in case.candidates.items() if t.strip()}
-    assert selection.scores[case.chosen] == max(selection.scores.values())
+    first = next(n for n, t in case.candidates.items() if t.strip())
+    handicapped = {n: score - (0 if n == first else case.margin) for n, score in selection.scores.items()}
+    assert handicapped[case.chosen] == max(handicapped.values())
 
 
 @pytest.mark.parametrize(
