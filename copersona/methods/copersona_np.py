@@ -45,7 +45,10 @@ def linearize_peers(groups: list[FacetPeers], budget: TokenBudget) -> str:
 
 class CoPersonaNP(PromptMethod):
     name = "copersona-np"
-    description = "CoPersona without the parametric branch: BM25 history + facet-aligned peer exemplars."
+    description = (
+        "CoPersona without the parametric branch: BM25 history + facet-aligned peer exemplars; the answer is "
+        "selected against the user's most relevant past review by a persona scorer."
+    )
     role = "ours"
 
     def peer_context(self, example: Example) -> tuple[list[FacetPeers], list[DroppedText], list[str]]:
