@@ -6,7 +6,7 @@ still sometimes closer to how the user writes than that old review. So the answe
 request, between:
 
 * the **retrieved answer**: the request's review title as the opening sentence, then the user's own
-  past review that self-history retrieval ranks first (the first few-shot turn of the prompt);
+  past review that self-history retrieval ranks first (the prompt's last few-shot turn);
 * the **generated answer**: the same opening, then what the generator wrote for the prompt.
 
 The request's review title is part of x' (every method's prompt shows it); both candidates open with
@@ -52,7 +52,7 @@ def _rouge1():
 
 @dataclass(frozen=True)
 class Selection:
-    """The chosen candidate's name and text, every candidate's score, and why."""
+    """The chosen candidate's name and text, and every candidate's score."""
 
     chosen: str
     text: str
