@@ -1,0 +1,153 @@
+"""The validation table behind CoPersona's selected answer (README, "Better than copying").
+
+Every row is computed from one evaluation run with the paper's answer, so the generator is called
+once per example for all of them::
+
+    copersona evaluate STORE --split validation --limit 100 --methods copersona-np \\
+        --config generated.toml --out RUN     # generated.toml: [harness.methods] copersona_answer = "generated"
+    python3 scripts/answer_variants.py STORE RUN --split validation
+
+Rows: the generated answer as written; the same opened by the request's review title; the title and
+the user's most relevant past review (no LLM); the selected answer at each margin; best-of-k over the
+k most relevant past reviews (persona-scored among themselves, then against the generated answer at
+the default margin); the default's answer cut, at a sentence boundary, to near a multiple of the
+user's median past-review length; copy-self and copy-peer from the same run. Each row's R-1, METEOR
+and BLEU, and its difference from copy-self and copy-peer with paired 95% bootstrap intervals. Only
+the user's history (before the target) and the request are read to build an answer; the reference
+is read only to score it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+from copersona.data.records import Example
+from copersona.eval.metrics import load_metric
+from copersona.eval.stats import paired_difference, resample_indices
+from copersona.methods.base import example_key
+from copersona.methods.selection import PersonaScorer, opened
+from copersona.retrieval.history import BM25Retriever
+from copersona.store import Store
+
+MARGINS = (0.0, 0.02, 0.05, 0.1, 0.2)
+DEFAULT_MARGIN = 0.05
+BEST_OF = (2, 3, 5)
+LENGTH_MULTIPLES = (1.0, 1.5, 2.0)
+METRICS = ("rouge1", "meteor", "bleu")
+REFERENCES = ("copy-self", "copy-peer")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+retriever = BM25Retriever()
+scorer = PersonaScorer()
+
+
+def selected(example: Example, generated: str, margin: float, k: int = 1) -> str:
+    """The selected answer, with the k most relevant past reviews as retrieved candidates; the persona
+    sample leaves all k out (at k = 1 this is the method's own rule)."""
+    title = example.target.review_title
+    top = retriever.retrieve(example.profile, example.query(), k)
+    answer = opened(title, generated)
+    if not top:
+        return answer
+    persona = [other.text for other in example.profile if other not in top]
+    retrieved = scorer.choose({f"r{i}": opened(title, r.text) for i, r in enumerate(top)}, persona)
+    if retrieved is None:  # every past review is a candidate: the method's rule with the top one
+        return selected(example, generated, margin) if k > 1 else answer
+    final = scorer.choose({"retrieved": retrieved.text, "generated": answer}, persona, margin)
+    return final.text
+
+
+def cut_near(text: str, words: int) -> str:
+    """``text`` cut after the sentence that ends nearest to ``words`` words (at least one sentence)."""
+    if len(text.split()) <= words:
+        return text
+    kept: list[str] = []
+    count = 0
+    for sentence in SENTENCE_END.split(text):
+        n = len(sentence.split())
+        if kept and abs(count + n - words) > abs(count - words):
+            break
+        kept.append(sentence)
+        count += n
+    return " ".join(kept)
+
+
+def median_words(example: Example) -> float | None:
+    return statistics.median(len(r.text.split()) for r in example.profile) if example.profile else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("store")
+    parser.add_argument("run", type=Path, help="an evaluate --out folder made with copersona_answer = 'generated'")
+    parser.add_argument("--split", default="validation")
+    args = parser.parse_args()
+
+    predictions: dict[str, dict[str, dict]] = {}
+    for line in (args.run / "predictions.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        predictions.setdefault(row["method"], {})[row["example"]] = row
+    generated = predictions["copersona-np"]
+    keys = sorted(generated)
+    examples = {example_key(e): e for e in Store(args.store, read_only=True).examples(args.split)}
+    references = [generated[key]["reference"] for key in keys]
+
+    def row(answer: Callable[[Example, str], str]) -> list[str]:
+        return [answer(examples[key], generated[key]["text"]) for key in keys]
+
+    def retrieved(e: Example, _: str) -> str:
+        best = retriever.retrieve(e.profile, e.query(), 1)
+        return opened(e.target.review_title, best[0].text if best else "")
+
+    rows = {
+        "generated (the paper's answer)": row(lambda e, g: g),
+        "title + generated": row(lambda e, g: opened(e.target.review_title, g)),
+        "title + retrieved review (no LLM)": row(retrieved),
+    }
+    rows |= {f"select, margin {m}": row(lambda e, g, m=m: selected(e, g, m)) for m in MARGINS}
+    rows |= {
+        f"best of {k} retrieved + generated, margin {DEFAULT_MARGIN}": row(
+            lambda e, g, k=k: selected(e, g, DEFAULT_MARGIN, k)
+        )
+        for k in BEST_OF
+    }
+    default = rows[f"select, margin {DEFAULT_MARGIN}"]
+    medians = [median_words(examples[key]) for key in keys]
+    for multiple in LENGTH_MULTIPLES:
+        rows[f"select, cut near {multiple}x the user's median length"] = [
+            cut_near(text, round(multiple * median)) if median else text for text, median in zip(default, medians)
+        ]
+    rows |= {name: [predictions[name][key]["text"] for key in keys] for name in REFERENCES}
+
+    metrics = {name: load_metric(name) for name in METRICS}
+    stats = {(r, n): m.statistics(texts, references) for r, texts in rows.items() for n, m in metrics.items()}
+    indices = resample_indices(len(keys), resamples=1000, seed=0)
+
+    def value(name: str, number: float, sign: str = "") -> str:
+        return f"{number:{sign}.2f}" if name == "bleu" else f"{number:{sign}.4f}"
+
+    print(f"{args.store}, {args.split}: {len(keys)} examples")
+    print("| answer | R-1 | METEOR | BLEU | median words / reference's |\n|---|---|---|---|---|")
+    for r, texts in rows.items():
+        ratio = statistics.median(len(t.split()) / max(1, len(ref.split())) for t, ref in zip(texts, references))
+        cells = [value(n, m.aggregate(stats[(r, n)])) for n, m in metrics.items()]
+        print(f"| {r} | {' | '.join(cells)} | {ratio:.2f} |")
+    for reference in REFERENCES:
+        print(f"\nminus {reference}, paired 95% bootstrap:\n| answer | R-1 | METEOR | BLEU |\n|---|---|---|---|")
+        for r in rows:
+            if r in REFERENCES:
+                continue
+            cells = []
+            for n, m in metrics.items():
+                d = paired_difference(stats[(r, n)], stats[(reference, n)], m.aggregate, indices).difference
+                cells.append(f"{value(n, d.mean, '+')} [{value(n, d.low, '+')}, {value(n, d.high, '+')}]")
+            print(f"| {r} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()
