@@ -273,9 +273,10 @@ def test_every_method_trains_on_the_same_target_tokens(store):
     from copersona.methods import create
     from copersona.methods.base import Resources
     from copersona.model.base_model import checkpoint_for
-    from copersona.model.data import encode_example
+    from copersona.model.data import CHATML_END, encode_example, end_of_turn
 
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_for("smollm2")))
+    assert end_of_turn(tokenizer) == CHATML_END  # SmolLM2's chat template ends turns with it
     count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0  # noqa: E731
     examples = sorted(training_examples(store), key=lambda e: -len(e.target.text))[:3]  # the longest targets
     resources = Resources(
