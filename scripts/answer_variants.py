@@ -48,7 +48,7 @@ scorer = PersonaScorer()
 
 def selected(example: Example, generated: str, margin: float, k: int = 1) -> str:
     """The selected answer, with the k most relevant past reviews as retrieved candidates; the persona
-    sample leaves all k out (at k = 1 this is the method's own rule)."""
+    sample leaves all k out (at k = 1 this is the method's own rule with its default BM25 retriever)."""
     title = example.target.review_title
     top = retriever.retrieve(example.profile, example.query(), k)
     answer = opened(title, generated)
