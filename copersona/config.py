@@ -20,7 +20,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import tomllib
 from pydantic import TypeAdapter, ValidationError
@@ -308,6 +308,10 @@ class GenerationConfig:
 class MethodsConfig:
     """Settings of individual methods (App. B)."""
 
+    # Settings that choose among answers already generated: they shape no prompt and no training example,
+    # so a trained model's identity leaves them out (one adapter serves every answer setting).
+    after_generation: ClassVar[tuple[str, ...]] = ("copersona_answer", "copersona_select_margin")
+
     pag_profile_sentences: int = _help("PAG: sentences in the extractive user profile.", ge=1, default=3)
     dpl_clusters: int = _help(
         "DPL: KMeans clusters of user profiles; their medoids are the representatives.", ge=1, default=8
@@ -431,6 +435,15 @@ class HarnessConfig(_TopLevel):
     @classmethod
     def load(cls, path: str | Path) -> HarnessConfig:
         return cls.from_dict(_read(path).get("harness", {}))
+
+    def input_settings(self) -> dict:
+        """The settings that can shape a method's input, and so its training examples (a trained model's
+        identity): all but the evaluation's and the methods' after-generation settings."""
+        settings = self.to_dict()
+        del settings["evaluation"]
+        methods = settings["methods"]
+        settings["methods"] = {k: v for k, v in methods.items() if k not in MethodsConfig.after_generation}
+        return settings
 
 
 def _from_dict(cls: type, raw: dict, where: str) -> Any:

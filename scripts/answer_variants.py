@@ -7,6 +7,8 @@ once per example for all of them::
         --config generated.toml --out RUN     # generated.toml: [harness.methods] copersona_answer = "generated"
     python3 scripts/answer_variants.py STORE RUN --split validation
 
+A fine-tuned run (``--finetuned --methods copersona``, the same setting) is read with ``--method copersona``.
+
 Rows: the generated answer as written; the same opened by the request's review title; the title and
 the user's most relevant past review (no LLM); the selected answer at each margin; best-of-k over the
 k most relevant past reviews (persona-scored among themselves, then against the generated answer at
@@ -86,13 +88,16 @@ def main() -> None:
     parser.add_argument("store")
     parser.add_argument("run", type=Path, help="an evaluate --out folder made with copersona_answer = 'generated'")
     parser.add_argument("--split", default="validation")
+    parser.add_argument(
+        "--method", default="copersona-np", help="the run's selecting method: copersona-np, or copersona (--finetuned)"
+    )
     args = parser.parse_args()
 
     predictions: dict[str, dict[str, dict]] = {}
     for line in (args.run / "predictions.jsonl").read_text().splitlines():
         row = json.loads(line)
         predictions.setdefault(row["method"], {})[row["example"]] = row
-    generated = predictions["copersona-np"]
+    generated = predictions[args.method]
     keys = sorted(generated)
     examples = {example_key(e): e for e in Store(args.store, read_only=True).examples(args.split)}
     references = [generated[key]["reference"] for key in keys]

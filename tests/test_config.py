@@ -41,6 +41,16 @@ def test_every_harness_setting_is_documented():
     assert {"retrieval.retriever", "budget.per_peer_facet", "evaluation.bertscore_model"} <= {n for n, _, _ in rows}
 
 
+def test_a_trained_models_identity_leaves_out_what_acts_after_generation(tmp_path):
+    # One adapter serves every answer setting: choosing among generated answers shapes no training example.
+    path = tmp_path / "c.toml"
+    path.write_text("[harness.methods]\ncopersona_answer = 'generated'\ncopersona_select_margin = 0.2\n")
+    assert HarnessConfig.load(path).input_settings() == HarnessConfig().input_settings()
+    path.write_text(FILE)
+    assert HarnessConfig.load(path).input_settings() != HarnessConfig().input_settings()
+    assert "evaluation" not in HarnessConfig().input_settings()
+
+
 def test_help_texts_keep_their_brackets():
     # "[harness]" and "[training]" are config tables; read as console markup they vanished.
     assert "[harness]" in cli("train", "--help").stdout

@@ -148,7 +148,7 @@ class Trainer:
             "checkpoint": checkpoint.name,
             "data": data_digest,
             "training": self.config.to_dict(),
-            "harness": {k: v for k, v in self.harness_config.to_dict().items() if k != "evaluation"},
+            "harness": self.harness_config.input_settings(),
             "encoding": ENCODING,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
