@@ -7,7 +7,8 @@ once per example for all of them::
         --config generated.toml --out RUN     # generated.toml: [harness.methods] copersona_answer = "generated"
     python3 scripts/answer_variants.py STORE RUN --split validation
 
-A fine-tuned run (``--finetuned --methods copersona``, the same setting) is read with ``--method copersona``.
+A fine-tuned run (``--finetuned --methods copersona``, the same setting) is read with ``--method copersona``;
+``--samples RUN2 RUN3`` adds best-of-N rows over runs made the same way at other sampling seeds (``--seed``).
 
 Rows: the generated answer as written; the same opened by the request's review title; the title and
 the user's most relevant past review (no LLM); the selected answer at each margin; best-of-k over the
@@ -17,6 +18,10 @@ user's median past-review length; copy-self and copy-peer from the same run. Eac
 and BLEU, and its difference from copy-self and copy-peer with paired 95% bootstrap intervals. Only
 the user's history (before the target) and the request are read to build an answer; the reference
 is read only to score it.
+
+Sentiment drift: a rating probe (ridge regression on the store's embeddings of the reviews of users
+outside the evaluated ones, all splits) reads each answer's rating from its text; the table gives
+the mean absolute difference from the requested rating, with the references' own as the floor.
 """
 
 from __future__ import annotations
@@ -28,9 +33,13 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+from sklearn.linear_model import RidgeCV
+
 from copersona.data.records import Example
 from copersona.eval.metrics import load_metric
 from copersona.eval.stats import paired_difference, resample_indices
+from copersona.inference.loading import store_embedder
 from copersona.methods.base import example_key
 from copersona.methods.selection import PersonaScorer, opened
 from copersona.retrieval.history import BM25Retriever
@@ -64,6 +73,16 @@ def selected(example: Example, generated: str, margin: float, k: int = 1) -> str
     return final.text
 
 
+def best_sampled(example: Example, samples: list[str]) -> str:
+    """Best-of-N: of N sampled generations, the one the persona scorer puts closest to the user's past
+    reviews other than the retrieved one (the first sample on a tie or with no such review)."""
+    top = retriever.retrieve(example.profile, example.query(), 1)
+    persona = [other.text for other in example.profile if other not in top]
+    title = example.target.review_title
+    best = scorer.choose({str(i): opened(title, text) for i, text in enumerate(samples)}, persona)
+    return samples[int(best.chosen)] if best is not None else samples[0]
+
+
 def cut_near(text: str, words: int) -> str:
     """``text`` cut after the sentence that ends nearest to ``words`` words (at least one sentence)."""
     if len(text.split()) <= words:
@@ -83,6 +102,32 @@ def median_words(example: Example) -> float | None:
     return statistics.median(len(r.text.split()) for r in example.profile) if example.profile else None
 
 
+def rating_probe(store: Store, evaluated: set[str]) -> Callable[[list[str]], np.ndarray]:
+    """Ratings read from texts: ridge regression on the embeddings of every stored review of the users
+    not evaluated (so no answer, reference or copied review was seen in fitting)."""
+    embedder = store_embedder(store)()
+    reviews = [
+        r
+        for user, profile in store.profiles().items()
+        if user not in evaluated
+        for r in profile
+        if r.rating is not None and r.text
+    ]
+    model = RidgeCV(alphas=np.logspace(-2, 2, 9)).fit(
+        embedder.encode([r.text for r in reviews]), [r.rating for r in reviews]
+    )
+    return lambda texts: model.predict(embedder.encode(texts))
+
+
+def read_predictions(run: Path) -> dict[str, dict[str, dict]]:
+    """A run's predictions by method, then by example."""
+    predictions: dict[str, dict[str, dict]] = {}
+    for line in (run / "predictions.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        predictions.setdefault(row["method"], {})[row["example"]] = row
+    return predictions
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("store")
@@ -91,15 +136,20 @@ def main() -> None:
     parser.add_argument(
         "--method", default="copersona-np", help="the run's selecting method: copersona-np, or copersona (--finetuned)"
     )
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="runs like RUN at other sampling seeds (--seed): best-of-N rows over RUN's and their generations",
+    )
     args = parser.parse_args()
 
-    predictions: dict[str, dict[str, dict]] = {}
-    for line in (args.run / "predictions.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        predictions.setdefault(row["method"], {})[row["example"]] = row
+    predictions = read_predictions(args.run)
     generated = predictions[args.method]
     keys = sorted(generated)
-    examples = {example_key(e): e for e in Store(args.store, read_only=True).examples(args.split)}
+    store = Store(args.store, read_only=True)
+    examples = {example_key(e): e for e in store.examples(args.split)}
     references = [generated[key]["reference"] for key in keys]
 
     def row(answer: Callable[[Example, str], str]) -> list[str]:
@@ -121,6 +171,13 @@ def main() -> None:
         )
         for k in BEST_OF
     }
+    samples = [generated] + [read_predictions(run)[args.method] for run in args.samples]
+    for n in range(2, len(samples) + 1):
+        rows[f"best of {n} sampled generations, then select at margin {DEFAULT_MARGIN}"] = row(
+            lambda e, _, n=n: selected(
+                e, best_sampled(e, [s[example_key(e)]["text"] for s in samples[:n]]), DEFAULT_MARGIN
+            )
+        )
     default = rows[f"select, margin {DEFAULT_MARGIN}"]
     medians = [median_words(examples[key]) for key in keys]
     for multiple in LENGTH_MULTIPLES:
@@ -132,16 +189,22 @@ def main() -> None:
     metrics = {name: load_metric(name) for name in METRICS}
     stats = {(r, n): m.statistics(texts, references) for r, texts in rows.items() for n, m in metrics.items()}
     indices = resample_indices(len(keys), resamples=1000, seed=0)
+    probe = rating_probe(store, {examples[key].user_id for key in keys})
+    requested = np.array([examples[key].target.rating for key in keys], dtype=float)
+
+    def drift(texts: list[str]) -> float:
+        return float(np.nanmean(np.abs(probe(texts) - requested)))
 
     def value(name: str, number: float, sign: str = "") -> str:
         return f"{number:{sign}.2f}" if name == "bleu" else f"{number:{sign}.4f}"
 
     print(f"{args.store}, {args.split}: {len(keys)} examples")
-    print("| answer | R-1 | METEOR | BLEU | median words / reference's |\n|---|---|---|---|---|")
+    print(f"sentiment drift (|probe's rating - requested rating|, mean) of the references: {drift(references):.2f}")
+    print("| answer | R-1 | METEOR | BLEU | median words / reference's | sentiment drift |\n|---|---|---|---|---|---|")
     for r, texts in rows.items():
         ratio = statistics.median(len(t.split()) / max(1, len(ref.split())) for t, ref in zip(texts, references))
         cells = [value(n, m.aggregate(stats[(r, n)])) for n, m in metrics.items()]
-        print(f"| {r} | {' | '.join(cells)} | {ratio:.2f} |")
+        print(f"| {r} | {' | '.join(cells)} | {ratio:.2f} | {drift(texts):.2f} |")
     for reference in REFERENCES:
         print(f"\nminus {reference}, paired 95% bootstrap:\n| answer | R-1 | METEOR | BLEU |\n|---|---|---|---|")
         for r in rows:
