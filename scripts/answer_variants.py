@@ -11,7 +11,8 @@ A fine-tuned run (``--finetuned --methods copersona``, the same setting) is read
 ``--samples RUN2 RUN3`` adds best-of-N rows over runs made the same way at other sampling seeds (``--seed``).
 
 Rows: the generated answer as written; the same opened by the request's review title; the title and
-the user's most relevant past review (no LLM); the selected answer at each margin; best-of-k over the
+the user's most relevant past review (no LLM), and the same among the past reviews whose rating is
+nearest the requested one; the selected answer at each margin; best-of-k over the
 k most relevant past reviews (persona-scored among themselves, then against the generated answer at
 the default margin); the default's answer cut, at a sentence boundary, to near a multiple of the
 user's median past-review length; copy-self and copy-peer from the same run. Each row's R-1, METEOR
@@ -159,10 +160,18 @@ def main() -> None:
         best = retriever.retrieve(e.profile, e.query(), 1)
         return opened(e.target.review_title, best[0].text if best else "")
 
+    def nearest_rating(e: Example, _: str) -> str:
+        """The most relevant of the past reviews whose rating is nearest the requested one."""
+        ranked = retriever.retrieve(e.profile, e.query(), len(e.profile))
+        if e.target.rating is not None:
+            ranked.sort(key=lambda r: abs(r.rating - e.target.rating) if r.rating is not None else float("inf"))
+        return opened(e.target.review_title, ranked[0].text if ranked else "")
+
     rows = {
         "generated (the paper's answer)": row(lambda e, g: g),
         "title + generated": row(lambda e, g: opened(e.target.review_title, g)),
         "title + retrieved review (no LLM)": row(retrieved),
+        "title + retrieved review nearest the requested rating (no LLM)": row(nearest_rating),
     }
     rows |= {f"select, margin {m}": row(lambda e, g, m=m: selected(e, g, m)) for m in MARGINS}
     rows |= {
