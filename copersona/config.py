@@ -20,7 +20,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import tomllib
 from pydantic import TypeAdapter, ValidationError
@@ -34,14 +34,17 @@ def _help(
     choices: tuple[str, ...] | None = None,
     length: int | None = None,
     min_length: int | None = None,
+    after_generation: bool = False,
     **kwargs: Any,
 ) -> Any:
     """A setting: its help text and constraints beyond its type (``ge``/``le`` bound a number or each
     number of a list, ``choices`` a string or each string of a list, ``length``/``min_length`` a
-    list's size)."""
+    list's size). ``after_generation`` marks a setting that only chooses among answers already
+    generated: it shapes no prompt and no training example, so a trained model's identity leaves it out."""
     given = (("ge", ge), ("le", le), ("choices", choices), ("length", length), ("min_length", min_length))
     constraints = {k: v for k, v in given if v is not None}
-    return field(metadata={"help": text, **constraints}, **kwargs)
+    marks = {"after_generation": True} if after_generation else {}
+    return field(metadata={"help": text, **constraints, **marks}, **kwargs)
 
 
 @dataclass
@@ -308,10 +311,6 @@ class GenerationConfig:
 class MethodsConfig:
     """Settings of individual methods (App. B)."""
 
-    # Settings that choose among answers already generated: they shape no prompt and no training example,
-    # so a trained model's identity leaves them out (one adapter serves every answer setting).
-    after_generation: ClassVar[tuple[str, ...]] = ("copersona_answer", "copersona_select_margin")
-
     pag_profile_sentences: int = _help("PAG: sentences in the extractive user profile.", ge=1, default=3)
     dpl_clusters: int = _help(
         "DPL: KMeans clusters of user profiles; their medoids are the representatives.", ge=1, default=8
@@ -334,6 +333,7 @@ class MethodsConfig:
         "paper's). Chosen on validation (README).",
         choices=("select", "generated"),
         default="select",
+        after_generation=True,
     )
     copersona_select_margin: float = _help(
         "With copersona_answer = 'select': how much higher (ROUGE-1 F, 0-1) the generated answer's persona score "
@@ -342,6 +342,7 @@ class MethodsConfig:
         ge=0,
         le=1,
         default=0.05,
+        after_generation=True,
     )
     persona_db_refiner: str = _help(
         "Persona-DB: who refines histories into distilled facts, induced traits and persona keys: "
@@ -442,7 +443,9 @@ class HarnessConfig(_TopLevel):
         settings = self.to_dict()
         del settings["evaluation"]
         methods = settings["methods"]
-        settings["methods"] = {k: v for k, v in methods.items() if k not in MethodsConfig.after_generation}
+        settings["methods"] = {
+            f.name: methods[f.name] for f in fields(MethodsConfig) if "after_generation" not in f.metadata
+        }
         return settings
 
 
