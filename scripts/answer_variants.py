@@ -14,7 +14,8 @@ Rows: the generated answer as written; the same opened by the request's review t
 the user's most relevant past review (no LLM), and the same among the past reviews whose rating is
 nearest the requested one; the selected answer at each margin; best-of-k over the
 k most relevant past reviews (persona-scored among themselves, then against the generated answer at
-the default margin); the default's answer cut, at a sentence boundary, to near a multiple of the
+the default margin); the default with a symmetric scorer (the prompt's few-shot reviews left out of
+the persona sample); the default's answer cut, at a sentence boundary, to near a multiple of the
 user's median past-review length; copy-self and copy-peer from the same run. Each row's R-1, METEOR
 and BLEU, and its difference from copy-self and copy-peer with paired 95% bootstrap intervals. Only
 the user's history (before the target) and the request are read to build an answer; the reference
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import RidgeCV
 
+from copersona.config import MethodsConfig, RetrievalConfig
 from copersona.data.records import Example
 from copersona.eval.metrics import load_metric
 from copersona.eval.stats import paired_difference, resample_indices
@@ -47,8 +49,9 @@ from copersona.retrieval.history import BM25Retriever
 from copersona.store import Store
 
 MARGINS = (0.0, 0.02, 0.05, 0.1, 0.2)
-DEFAULT_MARGIN = 0.05
+DEFAULT_MARGIN = MethodsConfig().copersona_select_margin
 BEST_OF = (2, 3, 5)
+SHOWN = RetrievalConfig().history_k  # past reviews the CoPersona-NP prompt shows as few-shot turns
 LENGTH_MULTIPLES = (1.0, 1.5, 2.0)
 METRICS = ("rouge1", "meteor", "bleu")
 REFERENCES = ("copy-self", "copy-peer")
@@ -58,15 +61,23 @@ retriever = BM25Retriever()
 scorer = PersonaScorer()
 
 
-def selected(example: Example, generated: str, margin: float, k: int = 1) -> str:
+def selected(example: Example, generated: str, margin: float, k: int = 1, shown: int = 1) -> str:
     """The selected answer, with the k most relevant past reviews as retrieved candidates; the persona
-    sample leaves all k out (at k = 1 this is the method's own rule with its default BM25 retriever)."""
+    sample leaves all k out (at k = 1 this is the method's own rule with its default BM25 retriever).
+
+    ``shown`` > 1 makes the scorer symmetric: the sample also leaves out the ``shown`` most relevant
+    reviews (the prompt's few-shot turns, which the generated candidate was written from), so neither
+    candidate is scored against reviews its writer saw; where no other review remains, the sample is
+    the method's."""
     title = example.target.review_title
-    top = retriever.retrieve(example.profile, example.query(), k)
+    ranked = retriever.retrieve(example.profile, example.query(), max(k, shown))
+    top = ranked[:k]
     answer = opened(title, generated)
     if not top:
         return answer
-    persona = [other.text for other in example.profile if other not in top]
+    persona = [other.text for other in example.profile if other not in ranked] or [
+        other.text for other in example.profile if other not in top
+    ]
     retrieved = scorer.choose({f"r{i}": opened(title, r.text) for i, r in enumerate(top)}, persona)
     if retrieved is None:  # every past review is a candidate: the method's rule with the top one
         return selected(example, generated, margin) if k > 1 else answer
@@ -118,6 +129,11 @@ def rating_probe(store: Store, evaluated: set[str]) -> Callable[[list[str]], np.
         embedder.encode([r.text for r in reviews]), [r.rating for r in reviews]
     )
     return lambda texts: model.predict(embedder.encode(texts))
+
+
+def value(name: str, number: float, sign: str = "") -> str:
+    """A metric's value as the tables print it (BLEU on 0-100, two decimals; the others four)."""
+    return f"{number:{sign}.2f}" if name == "bleu" else f"{number:{sign}.4f}"
 
 
 def read_predictions(run: Path) -> dict[str, dict[str, dict]]:
@@ -180,6 +196,9 @@ def main() -> None:
         )
         for k in BEST_OF
     }
+    rows[f"select, margin {DEFAULT_MARGIN}, the prompt's {SHOWN} shown reviews left out of the persona sample"] = row(
+        lambda e, g: selected(e, g, DEFAULT_MARGIN, shown=SHOWN)
+    )
     samples = [generated] + [read_predictions(run)[args.method] for run in args.samples]
     for n in range(2, len(samples) + 1):
         rows[f"best of {n} sampled generations, then select at margin {DEFAULT_MARGIN}"] = row(
@@ -203,9 +222,6 @@ def main() -> None:
 
     def drift(texts: list[str]) -> float:
         return float(np.nanmean(np.abs(probe(texts) - requested)))
-
-    def value(name: str, number: float, sign: str = "") -> str:
-        return f"{number:{sign}.2f}" if name == "bleu" else f"{number:{sign}.4f}"
 
     print(f"{args.store}, {args.split}: {len(keys)} examples")
     print(f"sentiment drift (|probe's rating - requested rating|, mean) of the references: {drift(references):.2f}")

@@ -14,9 +14,10 @@ it, so the choice is between the bodies. The scorer is the minimum-Bayes-risk ru
 history as the sample of what they write: a candidate's score is its mean ROUGE-1 F-measure against
 the user's other past reviews. The review the retrieved answer copies is left out of that sample, or
 it would always win by matching itself. The generated answer replaces the retrieved one only when it
-scores higher by more than a margin (``methods.copersona_select_margin``, 0.05, chosen on validation
-of both data sets: a small generator's answers look typical of a user more often than they are
-better). Nothing of the target but its request (item, rating, review title) is read.
+scores higher by more than a margin (``methods.copersona_select_margin``, 0.1, chosen on validation
+of both data sets pooled over three sampling seeds, ``scripts/choose_margin.py``: a small generator's
+answers look typical of a user more often than they are better). Nothing of the target but its
+request (item, rating, review title) is read.
 """
 
 from __future__ import annotations
