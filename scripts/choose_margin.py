@@ -38,19 +38,11 @@ def margin_scores(store_path: str, runs: list[Path], split: str, method: str) ->
         generated = read_predictions(run)[method]
         keys = sorted(generated)
         references = [generated[key]["reference"] for key in keys]
-        scores.append(
-            {
-                margin: {
-                    name: metric.aggregate(
-                        metric.statistics(
-                            [selected(examples[key], generated[key]["text"], margin) for key in keys], references
-                        )
-                    )
-                    for name, metric in metrics.items()
-                }
-                for margin in GRID
-            }
-        )
+        score = {}
+        for margin in GRID:
+            answers = [selected(examples[key], generated[key]["text"], margin) for key in keys]
+            score[margin] = {n: m.aggregate(m.statistics(answers, references)) for n, m in metrics.items()}
+        scores.append(score)
     return scores
 
 
