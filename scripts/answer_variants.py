@@ -185,10 +185,12 @@ def main() -> None:
             ranked.sort(key=lambda r: abs(r.rating - e.target.rating) if r.rating is not None else float("inf"))
         return opened(e.target.review_title, ranked[0].text if ranked else "")
 
+    title_generated = row(lambda e, g: opened(e.target.review_title, g))
+    title_retrieved = row(retrieved)
     rows = {
         "generated (the paper's answer)": row(lambda e, g: g),
-        "title + generated": row(lambda e, g: opened(e.target.review_title, g)),
-        "title + retrieved review (no LLM)": row(retrieved),
+        "title + generated": title_generated,
+        "title + retrieved review (no LLM)": title_retrieved,
         "title + retrieved review nearest the requested rating (no LLM)": row(nearest_rating),
     }
     rows |= {f"select, margin {m}": row(lambda e, g, m=m: selected(e, g, m)) for m in MARGINS}
@@ -216,7 +218,7 @@ def main() -> None:
         ]
     rows[UPPER_BOUND] = [
         max(pair, key=lambda text, ref=ref: scorer.score(text, [ref]))
-        for ref, pair in zip(references, zip(rows["title + retrieved review (no LLM)"], rows["title + generated"]))
+        for ref, pair in zip(references, zip(title_retrieved, title_generated))
     ]
     rows |= {name: [predictions[name][key]["text"] for key in keys] for name in REFERENCES}
 

@@ -19,13 +19,13 @@ import argparse
 import statistics
 from pathlib import Path
 
-from answer_variants import METRICS, read_predictions, selected, value
+from answer_variants import MARGINS, METRICS, read_predictions, selected, value
 
 from copersona.eval.metrics import load_metric
 from copersona.methods.base import example_key
 from copersona.store import Store
 
-GRID = (0.0, 0.02, 0.05, 0.1, 0.2, 1.0)
+GRID = (*MARGINS, 1.0)  # answer_variants' margins, and 1: no generated answer where a persona sample exists
 
 
 def margin_scores(store_path: str, runs: list[Path], split: str, method: str) -> list[dict[float, dict[str, float]]]:
