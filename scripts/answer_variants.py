@@ -147,6 +147,39 @@ def read_predictions(run: Path) -> dict[str, dict[str, dict]]:
     return predictions
 
 
+def print_tables(
+    title: str, rows: dict[str, list[str]], references: list[str], store: Store, examples: list[Example]
+) -> None:
+    """Each row's R-1, METEOR, BLEU, median length over the reference's and sentiment drift, then its
+    paired 95% bootstrap difference from each reference row (``REFERENCES``, which ``rows`` must hold)."""
+    metrics = {name: load_metric(name) for name in METRICS}
+    stats = {(r, n): m.statistics(texts, references) for r, texts in rows.items() for n, m in metrics.items()}
+    indices = resample_indices(len(examples), resamples=1000, seed=0)
+    probe = rating_probe(store, {e.user_id for e in examples})
+    requested = np.array([e.target.rating for e in examples], dtype=float)
+
+    def drift(texts: list[str]) -> float:
+        return float(np.nanmean(np.abs(probe(texts) - requested)))
+
+    print(f"{title}: {len(examples)} examples")
+    print(f"sentiment drift (|probe's rating - requested rating|, mean) of the references: {drift(references):.2f}")
+    print("| answer | R-1 | METEOR | BLEU | median words / reference's | sentiment drift |\n|---|---|---|---|---|---|")
+    for r, texts in rows.items():
+        ratio = statistics.median(len(t.split()) / max(1, len(ref.split())) for t, ref in zip(texts, references))
+        cells = [value(n, m.aggregate(stats[(r, n)])) for n, m in metrics.items()]
+        print(f"| {r} | {' | '.join(cells)} | {ratio:.2f} | {drift(texts):.2f} |")
+    for reference in REFERENCES:
+        print(f"\nminus {reference}, paired 95% bootstrap:\n| answer | R-1 | METEOR | BLEU |\n|---|---|---|---|")
+        for r in rows:
+            if r in REFERENCES:
+                continue
+            cells = []
+            for n, m in metrics.items():
+                d = paired_difference(stats[(r, n)], stats[(reference, n)], m.aggregate, indices).difference
+                cells.append(f"{value(n, d.mean, '+')} [{value(n, d.low, '+')}, {value(n, d.high, '+')}]")
+            print(f"| {r} | {' | '.join(cells)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("store")
@@ -222,32 +255,7 @@ def main() -> None:
     ]
     rows |= {name: [predictions[name][key]["text"] for key in keys] for name in REFERENCES}
 
-    metrics = {name: load_metric(name) for name in METRICS}
-    stats = {(r, n): m.statistics(texts, references) for r, texts in rows.items() for n, m in metrics.items()}
-    indices = resample_indices(len(keys), resamples=1000, seed=0)
-    probe = rating_probe(store, {examples[key].user_id for key in keys})
-    requested = np.array([examples[key].target.rating for key in keys], dtype=float)
-
-    def drift(texts: list[str]) -> float:
-        return float(np.nanmean(np.abs(probe(texts) - requested)))
-
-    print(f"{args.store}, {args.split}: {len(keys)} examples")
-    print(f"sentiment drift (|probe's rating - requested rating|, mean) of the references: {drift(references):.2f}")
-    print("| answer | R-1 | METEOR | BLEU | median words / reference's | sentiment drift |\n|---|---|---|---|---|---|")
-    for r, texts in rows.items():
-        ratio = statistics.median(len(t.split()) / max(1, len(ref.split())) for t, ref in zip(texts, references))
-        cells = [value(n, m.aggregate(stats[(r, n)])) for n, m in metrics.items()]
-        print(f"| {r} | {' | '.join(cells)} | {ratio:.2f} | {drift(texts):.2f} |")
-    for reference in REFERENCES:
-        print(f"\nminus {reference}, paired 95% bootstrap:\n| answer | R-1 | METEOR | BLEU |\n|---|---|---|---|")
-        for r in rows:
-            if r in REFERENCES:
-                continue
-            cells = []
-            for n, m in metrics.items():
-                d = paired_difference(stats[(r, n)], stats[(reference, n)], m.aggregate, indices).difference
-                cells.append(f"{value(n, d.mean, '+')} [{value(n, d.low, '+')}, {value(n, d.high, '+')}]")
-            print(f"| {r} | {' | '.join(cells)} |")
+    print_tables(f"{args.store}, {args.split}", rows, references, store, [examples[key] for key in keys])
 
 
 if __name__ == "__main__":
