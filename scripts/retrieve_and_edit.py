@@ -20,13 +20,13 @@ import argparse
 import statistics
 from pathlib import Path
 
-from answer_variants import DEFAULT_MARGIN, REFERENCES, print_tables, read_predictions, scorer, selected
+from answer_variants import DEFAULT_MARGIN, REFERENCES, print_tables, read_predictions, selected
 
 from copersona.backends.llm import Completion, Request
 from copersona.config import HarnessConfig
 from copersona.data.records import Example, Interaction
 from copersona.data.sanitize import sanitize
-from copersona.inference.runtime import STOP, open_runtime
+from copersona.inference.runtime import STOP, Runtime, open_runtime
 from copersona.methods.base import example_key
 from copersona.methods.prompts import data_block, item_block, messages
 from copersona.methods.selection import opened
@@ -42,7 +42,7 @@ EDIT_SYSTEM = (
 EDIT_INSTRUCTION = "Rewrite the earlier review as this customer's review of this item."
 
 
-def edit_request(runtime, example: Example, past: Interaction) -> Request:
+def edit_request(runtime: Runtime, example: Example, past: Interaction) -> Request:
     """The edit of ``past`` (the user's most relevant past review) into their review of ``example``'s target."""
     method = runtime.method("copersona-np")
     resources = method.resources
@@ -88,16 +88,6 @@ def main() -> None:
     for (i, _), completion in zip(asked, runtime.llm().generate([request for _, request in asked])):
         edits[i] = completion
 
-    def edited_or_retrieved(e: Example, top: Interaction | None, edit: Completion | None) -> str:
-        """The persona scorer's choice between the retrieved review and its edit, as the default chooses."""
-        title = e.target.review_title
-        if top is None or edit is None:
-            return opened(title, "")
-        persona = [other.text for other in e.profile if other != top]
-        candidates = {"retrieved": opened(title, top.text), "edited": opened(title, edit.text)}
-        choice = scorer.choose(candidates, persona, DEFAULT_MARGIN)
-        return choice.text if choice is not None else candidates["edited"]
-
     chosen = f"select between retrieved and edited, margin {DEFAULT_MARGIN}"
     rows = {
         "title + retrieved review (no LLM)": [
@@ -106,7 +96,7 @@ def main() -> None:
         "title + edited retrieved review": [
             opened(e.target.review_title, x.text if x else "") for e, x in zip(examples, edits)
         ],
-        chosen: [edited_or_retrieved(e, t, x) for e, t, x in zip(examples, tops, edits)],
+        chosen: [selected(e, x.text if x else "", DEFAULT_MARGIN) for e, x in zip(examples, edits)],
         f"default: select between retrieved and generated, margin {DEFAULT_MARGIN}": [
             selected(e, generated[key]["text"], DEFAULT_MARGIN) for e, key in zip(examples, keys)
         ],
