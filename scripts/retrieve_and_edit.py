@@ -20,7 +20,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from answer_variants import DEFAULT_MARGIN, REFERENCES, print_tables, read_predictions, selected
+from answer_variants import DEFAULT_MARGIN, REFERENCES, print_tables, read_predictions, retriever, selected
 
 from copersona.backends.llm import Completion, Request
 from copersona.config import HarnessConfig
@@ -81,7 +81,8 @@ def main() -> None:
     by_key = {example_key(e): e for e in store.examples(args.split)}
     examples = [by_key[key] for key in keys]
     runtime = open_runtime(store, HarnessConfig())
-    retriever = runtime.method("copersona-np", examples).resources.retriever
+    runtime.method("copersona-np", examples)  # prepared once for every edit prompt
+    # answer_variants' retriever, so the review edited is the one selected() weighs the edit against
     tops = [next(iter(retriever.retrieve(e.profile, e.query(), 1)), None) for e in examples]
     asked = [(i, edit_request(runtime, e, top)) for i, (e, top) in enumerate(zip(examples, tops)) if top is not None]
     edits: list[Completion | None] = [None] * len(examples)
